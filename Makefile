@@ -1,0 +1,53 @@
+# acs-pipeline: two commands set everything up on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+DEMO   ?= .demo
+DEMO_PATIENTS ?= 1200
+DEMO_SEED ?= 7
+
+export ACS_RAW_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/v1
+export ACS_HOLDOUT_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/holdout
+export ACS_TRUTH_URI ?= $(abspath $(DEMO))/data/synthetic-truth.csv
+export ACS_STORAGE_URI ?= $(abspath $(DEMO))/storage
+export ACS_PROFILE ?= smoke
+export DAGSTER_HOME ?= $(abspath $(DEMO))/dagster_home
+
+.PHONY: install demo test dev bench lint lock clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+$(ACS_RAW_URI)/ecg-metadata.csv: | $(STAMP)
+	$(PY) -m acs_pipeline synth --out $(abspath $(DEMO))/data --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED)
+
+demo: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster asset materialize -m acs_pipeline.definitions --select '*' 
+	@$(PY) -m acs_pipeline report-path --storage $(ACS_STORAGE_URI)
+
+dev: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv
+	@mkdir -p $(DAGSTER_HOME)
+	$(VENV)/bin/dagster dev -m acs_pipeline.definitions
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check acs_pipeline acs_pipeline_tests benchmarks
+	$(VENV)/bin/pytest -q
+
+bench: $(STAMP)
+	@for f in benchmarks/*.py; do echo "# $$f" >&2; $(PY) $$f || exit 1; done
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check acs_pipeline acs_pipeline_tests benchmarks
+	$(VENV)/bin/ruff format --check acs_pipeline acs_pipeline_tests benchmarks
+
+lock: $(STAMP)
+	$(PY) -m pip freeze --exclude-editable | sed 's/+cpu//' > constraints.txt
+
+clean:
+	rm -rf $(DEMO) .pytest_cache

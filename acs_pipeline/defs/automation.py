@@ -1,0 +1,68 @@
+"""Jobs, the weekly schedule, the raw-data sensor and declarative automation."""
+
+import hashlib
+import json
+
+import dagster as dg
+
+from acs_pipeline.defs.resources import RawDataResource
+from acs_pipeline.ingest import NPZ_DIR
+
+DATA_GROUPS = ("raw", "cohort", "tensors")
+
+ingest_job = dg.define_asset_job(
+    "ingest", selection=dg.AssetSelection.groups(*DATA_GROUPS),
+    description="Raw files -> manifest, clinical tables, cohort, validated tensors, quarantine.")
+train_job = dg.define_asset_job(
+    "train", selection=dg.AssetSelection.groups("models"),
+    description="Every model's MACE and ACS checkpoints (GPU pool).",
+    tags={"dagster/max_runtime": 7 * 86400})
+evaluate_job = dg.define_asset_job(
+    "evaluate", selection=dg.AssetSelection.groups("predictions", "evaluation"),
+    description="Predictions, the evaluation report and the leaderboard submission.")
+full_job = dg.define_asset_job(
+    "full", selection=dg.AssetSelection.all(),
+    description="The whole benchmark, raw data to report.",
+    tags={"dagster/max_runtime": 7 * 86400})
+
+weekly_full = dg.ScheduleDefinition(
+    name="weekly_full", job=full_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
+    default_status=dg.DefaultScheduleStatus.STOPPED,
+    description="Re-runs the whole benchmark every Monday 03:00 UTC (turn on where deployed).")
+
+
+def shard_digests(objects) -> dict[str, str]:
+    """One digest per shard folder over its (key, ETag) pairs: small enough for a cursor."""
+    per: dict[str, hashlib._Hash] = {}
+    for obj in objects:
+        parts = obj.key.split("/")
+        shard = parts[1] if len(parts) > 2 else "_"
+        per.setdefault(shard, hashlib.sha256()).update(f"{obj.key}\t{obj.etag}\n".encode())
+    return {s: h.hexdigest()[:16] for s, h in sorted(per.items())}
+
+
+@dg.sensor(job=ingest_job, minimum_interval_seconds=300,
+           default_status=dg.DefaultSensorStatus.STOPPED,
+           description="Launches `ingest` when raw waveform files are added, changed or removed "
+                       "(the cursor holds one digest per shard folder).")
+def raw_data_sensor(context: dg.SensorEvaluationContext, raw: RawDataResource):
+    source = raw.source()
+    current = shard_digests(source.list(NPZ_DIR + "/", suffix=".npz"))
+    previous = json.loads(context.cursor) if context.cursor else {}
+    changed = sorted(s for s in set(current) | set(previous)
+                     if current.get(s) != previous.get(s))
+    if not changed:
+        return dg.SkipReason(f"no change in {len(current)} shard folders")
+    run_key = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
+    context.update_cursor(json.dumps(current, sort_keys=True))
+    shown = ",".join(changed[:20]) + ("..." if len(changed) > 20 else "")
+    return dg.RunRequest(run_key=run_key,
+                         tags={"acs/changed_shards": shown,
+                               "acs/changed_shard_count": str(len(changed))})
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "acs_automation", target=dg.AssetSelection.all(),
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Evaluates the assets' automation conditions (off by default; turn on where "
+                "deployed).")

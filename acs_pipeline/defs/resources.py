@@ -1,0 +1,98 @@
+"""Resources: where the raw data and the storage root are, and the run profile.
+
+This is the one place that reads the environment (``ACS_*``, ``AWS_ENDPOINT_URL``); everything
+downstream receives plain values from these resources.
+"""
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from acs_pipeline.rawsource import RawSource
+from acs_pipeline.storage import Storage
+
+DEFAULT_DEMO = Path.cwd() / ".demo"
+
+
+class StorageResource(dg.ConfigurableResource):
+    """The storage root for tensors, tables, checkpoints, predictions and reports."""
+
+    root: str = Field(description="Local directory or s3://bucket/prefix (ACS_STORAGE_URI).")
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (AWS_ENDPOINT_URL).")
+
+    def get(self) -> Storage:
+        return Storage(self.root, endpoint_url=self.endpoint_url)
+
+
+class RawDataResource(dg.ConfigurableResource):
+    """The raw ``ed-bwh-ecg/v1`` dataset and the unlabelled holdout waveforms."""
+
+    root: str = Field(description="Dataset root, local or s3:// (ACS_RAW_URI).")
+    holdout_root: str | None = Field(
+        default=None, description="Holdout waveforms root (ACS_HOLDOUT_URI); none -> no holdout."
+    )
+    endpoint_url: str | None = Field(default=None, description="S3 endpoint (AWS_ENDPOINT_URL).")
+    max_workers: int = Field(default=8, description="Concurrent reads.")
+
+    def source(self) -> RawSource:
+        return RawSource(self.root, endpoint_url=self.endpoint_url, max_workers=self.max_workers)
+
+    def holdout(self) -> RawSource | None:
+        if not self.holdout_root:
+            return None
+        return RawSource(
+            self.holdout_root, endpoint_url=self.endpoint_url, max_workers=self.max_workers
+        )
+
+
+class PipelineSettings(dg.ConfigurableResource):
+    """Run-wide settings: the training profile, the seed, the accelerator, the submission format."""
+
+    profile: str = Field(default="smoke", description="'smoke' (CPU minutes) or 'paper'.")
+    seed: int = Field(default=0, description="Seed for splits and training.")
+    accelerator: str = Field(default="auto", description="Lightning accelerator.")
+    devices: str = Field(default="auto", description="Lightning devices ('auto', '1', '4').")
+    strategy: str = Field(default="auto", description="Lightning strategy ('auto', 'ddp').")
+    truth_uri: str | None = Field(
+        default=None, description="Synthetic truth CSV (oracle risk), local path; optional."
+    )
+    id_column: str = Field(default="ecg_id", description="Leaderboard CSV id column.")
+    prediction_column: str = Field(default="prediction", description="Leaderboard score column.")
+
+
+def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
+    """Build the resources from ``ACS_*`` variables, defaulting to the embedded demo cohort."""
+    demo = Path(env.get("ACS_DEMO_DIR", str(DEFAULT_DEMO)))
+    endpoint = env.get("AWS_ENDPOINT_URL") or None
+    return {
+        "storage": StorageResource(
+            root=env.get("ACS_STORAGE_URI", str(demo / "storage")), endpoint_url=endpoint
+        ),
+        "raw": RawDataResource(
+            root=env.get("ACS_RAW_URI", str(demo / "data" / "ed-bwh-ecg" / "v1")),
+            holdout_root=env.get(
+                "ACS_HOLDOUT_URI", str(demo / "data" / "ed-bwh-ecg" / "holdout")
+            )
+            or None,
+            endpoint_url=endpoint,
+            max_workers=int(env.get("ACS_MAX_WORKERS", "8")),
+        ),
+        "settings": PipelineSettings(
+            profile=env.get("ACS_PROFILE", "smoke"),
+            seed=int(env.get("ACS_SEED", "0")),
+            accelerator=env.get("ACS_ACCELERATOR", "auto"),
+            devices=env.get("ACS_DEVICES", "auto"),
+            strategy=env.get("ACS_STRATEGY", "auto"),
+            truth_uri=env.get("ACS_TRUTH_URI", str(demo / "data" / "synthetic-truth.csv")),
+            id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
+            prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
+        ),
+    }
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(resources=resources_from_env(os.environ))

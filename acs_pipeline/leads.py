@@ -1,0 +1,231 @@
+"""Lead layout of the ``ed-bwh-ecg`` 500 Hz waveforms, npz decoding and the "3by4" model input.
+
+A waveform file holds one float array of shape (15, 5000): rows 0-11 are the twelve short leads
+(each valid only in the 2.5-s window the printed 3x4 page shows, NaN elsewhere), rows 12-14 the
+10-s rhythm strips V1, II, V5 (DATA-CONTRACT sections 1 and 3).
+"""
+
+from __future__ import annotations
+
+import io
+import zipfile
+import zlib
+from functools import lru_cache
+
+import numpy as np
+from scipy import signal
+
+FS = 500
+N_SAMPLES = 5000
+WINDOW = 1250
+N_ROWS = 15
+LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V6")
+LONG_LEADS = ("V1", "II", "V5")
+LONG_ROWS = (12, 13, 14)
+SHAPE = (N_ROWS, N_SAMPLES)
+# Quantisation step (mV) of the per-lead mode in `to_3by4`; None = exact values.
+MODE_RESOLUTION = 0.01
+
+
+class WaveformError(ValueError):
+    """A waveform that cannot be used; ``reason`` is a machine-readable code.
+
+    Codes: ``corrupt_npz``, ``empty_npz``, ``wrong_shape``, ``wrong_dtype``,
+    ``all_leads_missing``, ``long_lead_missing``, ``non_finite`` (decoding); ``no_rpeaks``
+    (reconstruction); ``corrupt_record``, ``missing_leads``, ``record_too_short`` (WFDB records).
+    The message names the source and what was expected.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+def lead_window(lead: int) -> slice:
+    """Samples of the printed 2.5-s window of short lead ``lead`` (0-11)."""
+    start = (lead // 3) * WINDOW
+    return slice(start, start + WINDOW)
+
+
+def _first_member(data: bytes, source: str) -> np.ndarray:
+    """The first ``.npy`` array stored in the zip archive ``data``, dtype/shape checked first."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+        raise WaveformError(
+            "corrupt_npz", f"{source}: not a readable npz archive ({exc}); expected a zip of .npy"
+        ) from exc
+    with archive:
+        names = [n for n in archive.namelist() if not n.endswith("/")]
+        if not names:
+            raise WaveformError("empty_npz", f"{source}: npz archive holds no array")
+        name = names[0]
+        try:
+            with archive.open(name) as fh:
+                version = np.lib.format.read_magic(fh)
+                if version == (1, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+                elif version == (2, 0):
+                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+                else:
+                    raise ValueError(f"unsupported .npy format version {version}")
+                if dtype.hasobject or dtype.kind not in "iuf":
+                    raise WaveformError(
+                        "wrong_dtype",
+                        f"{source}: array {name!r} has dtype {dtype}; expected a numeric "
+                        "(integer or float) array",
+                    )
+                if tuple(shape) != SHAPE:
+                    raise WaveformError(
+                        "wrong_shape",
+                        f"{source}: array {name!r} has shape {tuple(shape)}; expected {SHAPE}",
+                    )
+                count = int(np.prod(shape))
+                buf = fh.read()  # to the end, so that zipfile checks the CRC
+        except WaveformError:
+            raise
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as exc:
+            raise WaveformError(
+                "corrupt_npz", f"{source}: array {name!r} cannot be read ({exc})"
+            ) from exc
+    if len(buf) < count * dtype.itemsize:
+        raise WaveformError(
+            "corrupt_npz",
+            f"{source}: array {name!r} is truncated ({len(buf)} of {count * dtype.itemsize} bytes)",
+        )
+    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
+
+
+def decode_npz(data: bytes, source: str) -> np.ndarray:
+    """Decode and validate one npz waveform file -> float32 (15, 5000).
+
+    The first array in the archive is used whatever its name. NaN marks missing samples and is
+    kept; raises `WaveformError` for a corrupt or truncated archive, a wrong shape or dtype,
+    every short lead missing, a long strip entirely missing, or an infinite value.
+    """
+    x = _first_member(data, source).astype(np.float32)
+    finite = np.isfinite(x)
+    if np.isinf(x).any():
+        rows = sorted({int(r) for r in np.nonzero(np.isinf(x))[0]})
+        raise WaveformError(
+            "non_finite", f"{source}: +/-inf in rows {rows}; expected finite values or NaN"
+        )
+    if not finite[:12].any():
+        raise WaveformError("all_leads_missing", f"{source}: every short lead (rows 0-11) is NaN")
+    for row, lead in zip(LONG_ROWS, LONG_LEADS, strict=True):
+        if not finite[row].any():
+            raise WaveformError(
+                "long_lead_missing",
+                f"{source}: long lead {lead} (row {row}) is entirely NaN; expected a 10-s strip",
+            )
+    return x
+
+
+def valid_mask(raw: np.ndarray) -> np.ndarray:
+    """Finite samples of the twelve short leads: (..., 15, 5000) -> (..., 12, 5000) bool."""
+    return np.isfinite(raw[..., :12, :])
+
+
+def lead_modes(leads: np.ndarray, resolution: float | None = MODE_RESOLUTION) -> np.ndarray:
+    """Most frequent value of each row over its finite samples: (..., L) -> (...) float32.
+
+    Values are first rounded to multiples of ``resolution`` (mV; None = exact values), so the
+    mode of a continuous signal is its most populated ``resolution``-wide level. Ties go to the
+    smallest value (as ``scipy.stats.mode``); a row without finite samples has mode 0.
+    Vectorised over the batch: one ``bincount`` of the quantised levels (a sort-based run-length
+    mode for exact values or an extreme value range).
+    """
+    x = np.asarray(leads)
+    flat = x.reshape(-1, x.shape[-1])
+    finite = np.isfinite(flat)
+    if resolution is None:
+        mode = _sorted_mode(np.where(finite, flat, np.inf).astype(np.float64))
+    else:
+        q = np.rint(np.where(finite, flat, 0.0) / resolution)
+        lo = np.where(finite, q, np.inf).min(axis=1)
+        hi = np.where(finite, q, -np.inf).max(axis=1)
+        has = np.isfinite(lo)
+        span = int(np.max(hi[has] - lo[has])) + 1 if has.any() else 1
+        if span <= _BINCOUNT_LIMIT:
+            mode = np.zeros(flat.shape[0])
+            step = max(1, _BINCOUNT_LIMIT // span)
+            for a in range(0, flat.shape[0], step):
+                mode[a : a + step] = _bincount_mode(
+                    q[a : a + step],
+                    finite[a : a + step],
+                    np.where(has, lo, 0.0)[a : a + step],
+                    span,
+                )
+        else:
+            mode = _sorted_mode(np.where(finite, q, np.inf))
+        mode = mode * resolution
+    mode = np.where(np.isfinite(mode), mode, 0.0)
+    return mode.astype(np.float32).reshape(x.shape[:-1])
+
+
+_BINCOUNT_LIMIT = 1 << 22
+
+
+def _bincount_mode(q: np.ndarray, finite: np.ndarray, lo: np.ndarray, span: int) -> np.ndarray:
+    """Mode of integer-valued rows by one bincount; ties -> smallest level; empty row -> 0."""
+    rows = q.shape[0]
+    keys = (q - lo[:, None]) + (np.arange(rows) * span)[:, None]
+    counts = np.bincount(keys[finite].astype(np.int64), minlength=rows * span)
+    counts = counts.reshape(rows, span)
+    best = np.argmax(counts, axis=1)  # first maximum = smallest level among ties
+    return np.where(counts.max(axis=1) > 0, lo + best, 0.0)
+
+
+def _sorted_mode(keys: np.ndarray) -> np.ndarray:
+    """Mode of each row (missing = +inf) by sorting and run lengths; ties -> smallest value."""
+    keys = np.sort(keys, axis=1)
+    idx = np.arange(keys.shape[1])
+    new_run = np.ones_like(keys, dtype=bool)
+    new_run[:, 1:] = keys[:, 1:] != keys[:, :-1]
+    run_start = np.maximum.accumulate(np.where(new_run, idx, 0), axis=1)
+    length = idx - run_start
+    length[~np.isfinite(keys)] = -1  # missing samples never win
+    best = np.argmax(length, axis=1)  # first maximum = smallest value among ties
+    return keys[np.arange(keys.shape[0]), best]
+
+
+@lru_cache(maxsize=16)
+def _sos(fs: int, low: float, high: float, order: int) -> np.ndarray:
+    return signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
+
+
+def bandpass(
+    x: np.ndarray, fs: int = FS, low: float = 0.5, high: float = 50.0, order: int = 5
+) -> np.ndarray:
+    """Zero-phase Butterworth band-pass along the last axis (sosfiltfilt) -> float32."""
+    y = signal.sosfiltfilt(_sos(int(fs), float(low), float(high), int(order)), x, axis=-1)
+    return y.astype(np.float32, copy=False)
+
+
+def to_3by4(
+    raw: np.ndarray,
+    apply_filter: bool = True,
+    mode_resolution: float | None = MODE_RESOLUTION,
+) -> np.ndarray:
+    """The "3by4" input: (N, 15, 5000) or (15, 5000) -> (N, 3, 5000) or (3, 5000) float32.
+
+    Per short lead subtract its mode over the valid samples (`lead_modes`), set NaN to 0,
+    row i = leads i + i+3 + i+6 + i+9 (row 0 = I | aVR | V1 | V4 end to end), then the 0.5-50 Hz
+    zero-phase band-pass (`bandpass`) unless ``apply_filter`` is False.
+    """
+    arr = np.asarray(raw)
+    single = arr.ndim == 2
+    if single:
+        arr = arr[None]
+    if arr.ndim != 3 or arr.shape[1:] != SHAPE:
+        raise WaveformError(
+            "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
+        )
+    short = arr[:, :12, :].astype(np.float32)
+    short -= lead_modes(short, mode_resolution)[..., None]
+    np.nan_to_num(short, copy=False, nan=0.0)
+    out = short.reshape(arr.shape[0], 4, 3, N_SAMPLES).sum(axis=1)
+    if apply_filter:
+        out = bandpass(out)
+    return out[0] if single else out

@@ -1,0 +1,445 @@
+"""S4: a bidirectional structured state-space classifier (the benchmark's best model).
+
+Layout and maths follow the "standalone S4" of the state-spaces project as used by the benchmark
+(``S4Model`` with a ``Conv1d`` encoder, post-LayerNorm residual S4 blocks, mean pooling and a
+linear decoder), so the released Lightning checkpoints load by name and shape.
+
+The state matrix is HiPPO-LegS in normal-plus-low-rank form, diagonalised: ``A = diag(w) - P Q^T``
+over the full state of ``N`` modes, of which only one member of each conjugate pair is stored
+(``N/2`` values; the other half is the complex conjugate). With the bilinear discretisation the
+length-``L`` convolution kernel is read off its truncated generating function at the ``L``-th roots
+of unity: a Cauchy sum ``sum_n v_n / (z - w_n)`` plus a rank-1 Woodbury correction, then an
+inverse real FFT. ``C`` is stored premultiplied by ``(I - dA^L)`` (the truncation), which is why
+doubling the kernel length rewrites ``C`` and regrows the ``omega``/``z`` buffers.
+
+The Cauchy sum runs in plain PyTorch (CPU or GPU): both members of a conjugate pair are folded
+into one real-weighted term ``2 (z Re(v) - Re(v conj(w))) / ((z - w)(z - conj(w)))``, the
+denominators are built in real arithmetic, chunked over frequencies, and contracted over the
+state with one batched matrix product. No pykeops, no CUDA extension.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = [
+    "S4_SMOKE_KWARGS",
+    "NPLRKernel",
+    "S4Block",
+    "S4InputError",
+    "S4Model",
+    "cauchy_conj",
+    "cauchy_naive",
+    "hippo_legs_nplr",
+    "reference_kernel",
+]
+
+S4_SMOKE_KWARGS: dict[str, int | float] = {"d_model": 32, "n_layers": 2, "d_state": 16}
+"""Constructor overrides for a tiny S4 that trains in CPU seconds (tests, smoke runs)."""
+
+CauchyFn = Callable[[Tensor, Tensor, Tensor], Tensor]
+_FREQ_CHUNK_ELEMS = 1 << 22  # about 4M (h, n, l) elements per frequency chunk
+
+
+class S4InputError(ValueError):
+    """An S4 input or configuration is not what the model expects."""
+
+
+def _conj_cat(x: Tensor) -> Tensor:
+    """Append the complex conjugates along the last axis (half state -> full state)."""
+    return torch.cat([x, x.conj()], dim=-1)
+
+
+def hippo_legs_nplr(n: int) -> tuple[Tensor, Tensor, Tensor]:
+    """HiPPO-LegS of size ``n`` in diagonal-plus-low-rank form, one half of each conjugate pair.
+
+    Returns complex128 ``w`` (n/2,), ``p`` (1, n/2) and ``b`` (n/2,) such that, with ``V`` the
+    (n, n/2) eigenvectors kept and ``V_full = [V, conj(V)]``:
+    ``A_legs = V_full (diag([w, conj(w)]) - [p, conj(p)] [p, conj(p)]^*) V_full^*`` and
+    ``B_legs = V_full [b, conj(b)]``.
+    """
+    if n < 2 or n % 2:
+        raise S4InputError(f"d_state must be an even number >= 2, got {n}")
+    q = np.arange(n, dtype=np.float64)
+    r = np.sqrt(2.0 * q + 1.0)
+    a = -np.tril(np.outer(r, r), -1) - np.diag(q + 1.0)  # LegS transition matrix
+    p = np.sqrt(q + 0.5)  # rank-1 correction: A + p p^T = -I/2 + skew
+    skew = a + np.outer(p, p) + 0.5 * np.eye(n)
+    lam, vec = np.linalg.eigh(-1j * skew)  # skew v = i lam v, lam in +-pairs, ascending
+    if np.min(np.abs(lam)) < 1e-6:
+        raise S4InputError(f"HiPPO-LegS of size {n} has a zero mode; use another d_state")
+    keep = slice(0, n // 2)  # the negative-frequency member of each pair
+    v = torch.from_numpy(vec[:, keep])
+    w = torch.from_numpy(-0.5 + 1j * lam[keep])
+    vh = v.conj().T
+    b = vh @ torch.from_numpy(r).to(v.dtype)
+    pp = (vh @ torch.from_numpy(p).to(v.dtype)).unsqueeze(0)
+    return w, pp, b
+
+
+def _fft_nodes(length: int, device: torch.device | None = None) -> tuple[Tensor, Tensor]:
+    """Roots of unity ``omega_k = exp(-2 pi i k / length)``, k = 0..length/2, and the bilinear
+    nodes ``z = 2 (1 - omega) / (1 + omega)`` (computed in float64, stored complex64)."""
+    k = np.arange(length // 2 + 1, dtype=np.float64)
+    omega = np.exp(-2j * np.pi * k / length)
+    z = 2.0 * (1.0 - omega) / (1.0 + omega)
+    return (
+        torch.from_numpy(omega).to(device=device, dtype=torch.complex64),
+        torch.from_numpy(z).to(device=device, dtype=torch.complex64),
+    )
+
+
+def cauchy_conj(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> Tensor:
+    """``sum_n v_n / (z - w_n) + conj(v_n) / (z - conj(w_n))`` for every node ``z``.
+
+    ``v``: (A, H, N) complex, ``w``: (H, N) complex, ``z``: (F,) complex -> (A, H, F) complex.
+    The pair sum is ``2 (z Re(v) - Re(v conj(w))) / (z^2 - 2 Re(w) z + |w|^2)``; numerator and
+    denominator are scaled by ``s = 1 / (1 + |z|^2)`` so nodes near the Nyquist pole (|z| huge)
+    stay in float32 range. Differentiable in ``v`` (and ``w``); memory is bounded by chunking
+    the frequencies (``chunk`` nodes at a time, default about 4M elements per chunk).
+    """
+    a_dim, h_dim, n_dim = v.shape
+    real_dtype = v.real.dtype
+    if chunk is None:
+        chunk = max(16, _FREQ_CHUNK_ELEMS // max(1, h_dim * n_dim))
+    weights = torch.cat([v.real, (v * w.conj()).real], dim=0).permute(1, 0, 2)  # (H, 2A, N)
+    a_re = -2.0 * w.real  # (H, N)
+    m = w.real.square() + w.imag.square()  # |w|^2
+    z128 = z.to(torch.complex128)
+    s = 1.0 / (1.0 + z128.abs().square())
+    zs, z2s = z128 * s, z128.square() * s
+    zs_re, zs_im = zs.real.to(real_dtype), zs.imag.to(real_dtype)
+    z2s_re, z2s_im = z2s.real.to(real_dtype), z2s.imag.to(real_dtype)
+    s = s.to(real_dtype)
+    zs_c = zs.to(v.dtype)
+    out = []
+    for lo in range(0, z.shape[0], chunk):
+        hi = min(lo + chunk, z.shape[0])
+        # denominator (z - w)(z - conj w) * s, split into real and imaginary parts
+        den_re = torch.addcmul(z2s_re[lo:hi], a_re.unsqueeze(-1), zs_re[lo:hi])
+        den_re = torch.addcmul(den_re, m.unsqueeze(-1), s[lo:hi])
+        den_im = torch.addcmul(z2s_im[lo:hi], a_re.unsqueeze(-1), zs_im[lo:hi])
+        inv = torch.reciprocal(den_re.square() + den_im.square())
+        d = torch.stack([den_re * inv, -den_im * inv], dim=-2)  # (H, N, 2, f) = 1/den
+        d = d.reshape(h_dim, n_dim, -1)
+        acc = torch.bmm(weights, d).view(h_dim, 2 * a_dim, 2, hi - lo)
+        x = torch.complex(acc[:, :, 0], acc[:, :, 1])  # (H, 2A, f)
+        x0, x1 = x[:, :a_dim], x[:, a_dim:]
+        out.append(2.0 * (zs_c[lo:hi] * x0 - s[lo:hi] * x1))
+    return torch.cat(out, dim=-1).permute(1, 0, 2)
+
+
+def cauchy_naive(v: Tensor, z: Tensor, w: Tensor, h_chunk: int = 16) -> Tensor:
+    """Slow float64 reference: ``sum_n c_n b_n / (z - lambda_n)`` over the full state (both
+    members of each conjugate pair), by broadcasting; loops over blocks of ``h_chunk`` features
+    only to bound memory. Shapes as :func:`cauchy_conj`; returns complex128."""
+    v = _conj_cat(v.to(torch.complex128))
+    w = _conj_cat(w.to(torch.complex128))
+    z = z.to(torch.complex128)
+    parts = []
+    for lo in range(0, w.shape[0], h_chunk):
+        hi = lo + h_chunk
+        terms = v[:, lo:hi, :, None] / (z - w[lo:hi, :, None])  # (A, h, 2N, F)
+        parts.append(terms.sum(dim=-2))
+    return torch.cat(parts, dim=1)
+
+
+class NPLRKernel(nn.Module):
+    """Convolution kernel of ``x' = A x + B u, y = C x`` with ``A = diag(w) - P Q^T`` (NPLR),
+    discretised with step ``exp(log_dt)`` by the bilinear transform.
+
+    State-dict entries (names and order as the released checkpoints): ``C`` (channels, H, N/2, 2)
+    parameter; buffers ``omega``, ``z`` (L/2+1, 2), ``log_dt`` (H,), ``B``, ``P``, ``Q``
+    (1, H, N/2, 2), ``w`` (H, N/2, 2); complex numbers are stored as real views. ``C`` holds
+    ``C (I - dA^L)`` for the current kernel length ``L`` (``l_kernel``).
+    """
+
+    def __init__(
+        self,
+        w: Tensor,
+        p: Tensor,
+        b: Tensor,
+        c: Tensor,
+        log_dt: Tensor,
+        l_max: int,
+        length_correction: bool = True,
+    ) -> None:
+        super().__init__()
+        h = log_dt.shape[-1]
+        n = w.shape[-1]
+        if not (p.shape[-1] == b.shape[-1] == c.shape[-1] == n):
+            raise S4InputError("w, p, b and c must share the (half) state size")
+        cdtype = c.dtype
+        self.rank = p.shape[0]
+        self.l_kernel = int(l_max)
+        self._set_nodes(self.l_kernel, device=c.device)
+        self.C = nn.Parameter(torch.view_as_real(c.conj().resolve_conj()).contiguous())
+        self.register_buffer("log_dt", log_dt.to(cdtype.to_real()))
+        b_h = b.to(cdtype).expand(1, h, n)
+        p_h = p.to(cdtype).unsqueeze(1).expand(self.rank, h, n)
+        self.register_buffer("B", torch.view_as_real(b_h.clone()))
+        self.register_buffer("P", torch.view_as_real(p_h.clone()))
+        self.register_buffer("w", torch.view_as_real(w.to(cdtype).expand(h, n).clone()))
+        # A = diag(w) - P Q^T over the full state needs Q = conj(P) for the HiPPO factorisation
+        self.register_buffer("Q", torch.view_as_real(p_h.conj().resolve_conj().clone()))
+        if length_correction:
+            self._correct_c(double=False)
+
+    def _set_nodes(self, length: int, device: torch.device | None = None) -> None:
+        omega, z = _fft_nodes(length, device)
+        self.register_buffer("omega", torch.view_as_real(omega).contiguous())
+        self.register_buffer("z", torch.view_as_real(z).contiguous())
+
+    @torch.no_grad()
+    def discrete_state_matrix(self) -> Tensor:
+        """Bilinear ``dA = (I - dt/2 A)^-1 (I + dt/2 A)`` over the full state, complex128
+        (H, N, N)."""
+        dt = torch.exp(self.log_dt.double())[:, None, None]
+        w = _conj_cat(torch.view_as_complex(self.w.double()))
+        p = _conj_cat(torch.view_as_complex(self.P.double()))
+        q = _conj_cat(torch.view_as_complex(self.Q.double()))
+        a = torch.diag_embed(w) - torch.einsum("rhn,rhm->hnm", p, q)
+        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
+        return torch.linalg.solve(eye - dt / 2 * a, eye + dt / 2 * a)
+
+    @torch.no_grad()
+    def _correct_c(self, double: bool) -> None:
+        """``C <- C (I - dA^L)``, or ``C <- C (I + dA^L)`` to go from length L to 2L."""
+        d_a_l = torch.linalg.matrix_power(self.discrete_state_matrix(), self.l_kernel)
+        c = _conj_cat(torch.view_as_complex(self.C.double()))
+        prod = torch.einsum("chn,hnm->chm", c, d_a_l)
+        c = c + prod if double else c - prod
+        half = c[..., : c.shape[-1] // 2]
+        self.C.copy_(torch.view_as_real(half.to(self.C.dtype.to_complex())))
+
+    @torch.no_grad()
+    def double_length(self) -> None:
+        """Double the kernel length: rewrite ``C`` and regrow ``omega``/``z``."""
+        self._correct_c(double=True)
+        self.l_kernel *= 2
+        self._set_nodes(self.l_kernel, device=self.C.device)
+
+    def _load_from_state_dict(
+        self,
+        state_dict: dict[str, Any],
+        prefix: str,
+        local_metadata: dict[str, Any],
+        strict: bool,
+        missing_keys: list[str],
+        unexpected_keys: list[str],
+        errors: list[str],
+    ) -> None:
+        omega = state_dict.get(prefix + "omega")
+        if (
+            isinstance(omega, Tensor)
+            and omega.ndim == 2
+            and omega.shape[0] >= 2
+            and omega.shape[0] != self.omega.shape[0]
+        ):
+            # a checkpoint taken after the kernel grew: adopt its length (its C matches it)
+            self.l_kernel = 2 * (omega.shape[0] - 1)
+            self._set_nodes(self.l_kernel, device=self.C.device)
+        super()._load_from_state_dict(
+            state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
+        )
+
+    def kernel_spectrum(
+        self, cauchy: CauchyFn = cauchy_conj, dtype: torch.dtype | None = None
+    ) -> Tensor:
+        """Generating function of the length-``l_kernel`` kernel at the roots of unity,
+        (channels, H, l_kernel/2+1) complex (before the inverse FFT). ``dtype`` (e.g.
+        ``torch.float64``) promotes every stored tensor first; default: as stored."""
+
+        def get(name: str) -> Tensor:
+            t = getattr(self, name)
+            return t if dtype is None else t.to(dtype)
+
+        def cplx(name: str) -> Tensor:
+            return torch.view_as_complex(get(name))
+
+        dt = torch.exp(get("log_dt"))
+        w = cplx("w") * dt.unsqueeze(-1)
+        b_rows = torch.cat([cplx("B"), cplx("P")], 0)
+        c_rows = torch.cat([cplx("C"), cplx("Q")], 0)
+        v = b_rows.unsqueeze(1) * c_rows.unsqueeze(0)  # (1+r, c+r, H, N)
+        n_b, n_c, h, n = v.shape
+        z = cplx("z")
+        r = cauchy(v.reshape(n_b * n_c, h, n), z, w).view(n_b, n_c, h, -1)
+        r = r * dt[:, None].to(r.dtype)
+        rk = self.rank
+        if rk == 1:
+            k_f = r[:-1, :-1] - r[:-1, -1:] * r[-1:, :-1] / (1 + r[-1:, -1:])
+        else:  # general Woodbury: r00 - r01 (I + r11)^-1 r10
+            r11 = r[-rk:, -rk:].permute(2, 3, 0, 1)
+            eye = torch.eye(rk, dtype=r.dtype, device=r.device)
+            inv = torch.linalg.inv(eye + r11).permute(2, 3, 0, 1)
+            k_f = r[:-rk, :-rk] - torch.einsum(
+                "ijhf,jkhf,klhf->ilhf", r[:-rk, -rk:], inv, r[-rk:, :-rk]
+            )
+        omega = cplx("omega").to(k_f.dtype)
+        return (k_f * (2 / (1 + omega)))[-1]
+
+    def forward(self, length: int) -> Tensor:
+        """Kernel (channels, H, length), float32; grows the internal length as needed."""
+        while self.l_kernel < length:
+            self.double_length()
+        device_type = self.C.device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            k_f = self.kernel_spectrum()
+            k = torch.fft.irfft(k_f, n=self.l_kernel)
+        return k[..., :length].float()
+
+
+def reference_kernel(kernel: NPLRKernel, length: int) -> Tensor:
+    """The same kernel as ``kernel(length)`` computed the slow way in float64 (naive Cauchy
+    sum over the full state) from the module's current buffers; for tests and benchmarks."""
+    with torch.no_grad():
+        while kernel.l_kernel < length:
+            kernel.double_length()
+        k_f = kernel.kernel_spectrum(cauchy=cauchy_naive, dtype=torch.float64)
+        return torch.fft.irfft(k_f, n=kernel.l_kernel)[..., :length]
+
+
+class TransposedLinear(nn.Module):
+    """Linear map over the channel axis of (B, C, L): weight (out, in), bias (out, 1)."""
+
+    def __init__(self, d_input: int, d_output: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(d_output, d_input))
+        self.bias = nn.Parameter(torch.empty(d_output, 1))
+        nn.init.kaiming_uniform_(self.weight, a=math.sqrt(5))
+        bound = 1 / math.sqrt(d_input)
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return torch.matmul(self.weight, x) + self.bias
+
+
+class S4Block(nn.Module):
+    """One S4 layer on (B, H, L): SSM convolution (bidirectional: a causal and an anti-causal
+    kernel), ``D`` skip, GELU, dropout, then a position-wise linear with GLU back to H."""
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 64,
+        l_max: int = 1024,
+        bidirectional: bool = True,
+        dropout: float = 0.0,
+        dt_min: float = 1e-3,
+        dt_max: float = 1e-1,
+    ) -> None:
+        super().__init__()
+        self.h = d_model
+        self.bidirectional = bidirectional
+        self.D = nn.Parameter(torch.randn(1, d_model))
+        channels = 2 if bidirectional else 1
+        self.kernel = _HippoKernel(d_model, d_state, l_max, channels, dt_min, dt_max)
+        self.activation = nn.GELU()
+        self.dropout = nn.Dropout1d(dropout) if dropout > 0 else nn.Identity()
+        self.output_linear = nn.Sequential(TransposedLinear(d_model, 2 * d_model), nn.GLU(dim=-2))
+
+    def forward(self, u: Tensor) -> Tensor:
+        length = u.shape[-1]
+        k = self.kernel(length)  # (channels, H, L)
+        u32 = u.float()
+        if self.bidirectional:
+            k = F.pad(k[0], (0, length)) + F.pad(k[1].flip(-1), (length, 0))
+        else:
+            k = k[0]
+        k_f = torch.fft.rfft(k, n=2 * length)  # (H, F)
+        u_f = torch.fft.rfft(u32, n=2 * length)  # (B, H, F)
+        y = torch.fft.irfft(u_f * k_f, n=2 * length)[..., :length]
+        y = y + u32 * self.D[0].unsqueeze(-1)
+        y = self.dropout(self.activation(y))
+        return self.output_linear(y)
+
+
+class _HippoKernel(nn.Module):
+    """Builds the HiPPO-LegS NPLR kernel with random ``dt`` and ``C`` (module ``kernel.kernel``)."""
+
+    def __init__(
+        self, h: int, n: int, l_max: int, channels: int, dt_min: float, dt_max: float
+    ) -> None:
+        super().__init__()
+        log_dt = torch.rand(h) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min)
+        w, p, b = hippo_legs_nplr(n)
+        c = torch.randn(channels, h, n // 2, dtype=torch.complex64)
+        self.kernel = NPLRKernel(w, p, b, c, log_dt, l_max=l_max or 1)
+
+    def forward(self, length: int) -> Tensor:
+        return self.kernel(length)
+
+
+class S4Model(nn.Module):
+    """The benchmark's S4 classifier: ``Conv1d(d_input, d_model, 1)`` encoder, ``n_layers``
+    residual S4 blocks (dropout, residual, post-LayerNorm, or pre-norm / BatchNorm by flags),
+    mean pooling over time and ``Linear(d_model, d_output)``.
+
+    ``forward(x)`` takes (B, d_input, L) and returns logits (B,) when ``d_output == 1``, else
+    (B, d_output); with ``pooling=False`` it returns per-time-step outputs (B, L, d_output).
+    The kernels grow (buffers ``omega``/``z``) on the first input longer than ``l_max``.
+    """
+
+    def __init__(
+        self,
+        d_input: int = 3,
+        d_output: int = 1,
+        d_state: int = 64,
+        d_model: int = 512,
+        n_layers: int = 4,
+        dropout: float = 0.2,
+        prenorm: bool = False,
+        l_max: int = 1024,
+        bidirectional: bool = True,
+        layer_norm: bool = True,
+        pooling: bool = True,
+    ) -> None:
+        super().__init__()
+        if min(d_input, d_output, d_model, n_layers) < 1:
+            raise S4InputError("d_input, d_output, d_model and n_layers must be positive")
+        self.d_input = d_input
+        self.d_output = d_output
+        self.prenorm = prenorm
+        self.layer_norm = layer_norm
+        self.pooling = pooling
+        self.encoder = nn.Conv1d(d_input, d_model, 1)
+        self.s4_layers = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.dropouts = nn.ModuleList()
+        for _ in range(n_layers):
+            self.s4_layers.append(
+                S4Block(d_model, d_state, l_max, bidirectional=bidirectional, dropout=dropout)
+            )
+            self.norms.append(nn.LayerNorm(d_model) if layer_norm else nn.BatchNorm1d(d_model))
+            self.dropouts.append(nn.Dropout1d(dropout))
+        self.decoder = nn.Linear(d_model, d_output)
+
+    def _norm(self, norm: nn.Module, x: Tensor) -> Tensor:
+        if self.layer_norm:
+            return norm(x.transpose(-1, -2)).transpose(-1, -2)
+        return norm(x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 3 or x.shape[1] != self.d_input:
+            raise S4InputError(
+                f"S4Model expects input of shape (B, {self.d_input}, L), got {tuple(x.shape)}"
+            )
+        x = self.encoder(x)
+        for layer, norm, dropout in zip(self.s4_layers, self.norms, self.dropouts, strict=True):
+            z = self._norm(norm, x) if self.prenorm else x
+            x = x + dropout(layer(z))
+            if not self.prenorm:
+                x = self._norm(norm, x)
+        x = x.transpose(-1, -2)
+        if self.pooling:
+            x = x.mean(dim=1)
+        x = self.decoder(x)
+        return x.squeeze(-1) if self.d_output == 1 else x

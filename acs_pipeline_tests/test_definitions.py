@@ -1,0 +1,53 @@
+"""The code location loads, and its assets carry what the UI shows."""
+
+import dagster as dg
+
+from acs_pipeline.definitions import defs
+from acs_pipeline.defs.model_assets import MODELS
+
+
+def load() -> dg.Definitions:
+    return defs()
+
+
+def test_definitions_validate_loadable():
+    dg.Definitions.validate_loadable(load())
+
+
+def test_expected_assets_and_metadata_conventions():
+    d = load()
+    specs = {s.key.to_user_string(): s for s in d.resolve_all_asset_specs()}
+    expected = {"ecg_manifest", "holdout_manifest", "clinical_tables", "cohort", "quarantine",
+                "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead",
+                "logistic_baseline/validation_predictions", "evaluation_report",
+                "benchmark_table", "leaderboard_submission"}
+    for m in MODELS:
+        expected |= {f"{m}/{a}" for a in ("mace_checkpoint", "acs_checkpoint",
+                                          "validation_predictions", "holdout_predictions")}
+    assert expected == set(specs)
+    for key, spec in specs.items():
+        assert spec.code_version, f"{key} has no code_version"
+        assert spec.group_name and spec.group_name != "default", f"{key} has no group"
+        assert spec.kinds, f"{key} has no kinds"
+        assert spec.description, f"{key} has no description"
+    for m in MODELS:
+        assert specs[f"{m}/acs_checkpoint"].pool == "gpu"
+        deps = {d.asset_key.to_user_string() for d in specs[f"{m}/acs_checkpoint"].deps}
+        assert f"{m}/mace_checkpoint" in deps
+
+
+def test_jobs_schedule_and_sensors_exist():
+    d = load()
+    for job in ("ingest", "train", "evaluate", "full"):
+        assert d.resolve_job_def(job) is not None
+    assert d.resolve_schedule_def("weekly_full").cron_schedule == "0 3 * * 1"
+    assert d.resolve_sensor_def("raw_data_sensor") is not None
+
+
+def test_blocking_checks_exist():
+    d = load()
+    checks = {k.to_user_string() for k in d.resolve_asset_graph().asset_check_keys}
+    for want in ("cohort:cohort_split_leaks", "ecg_3by4:tensor_values",
+                 "ecg_3by4:every_file_accounted_for", "leaderboard_submission:"
+                 "submission_files_valid"):
+        assert want in checks

@@ -1,0 +1,77 @@
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+from torch import nn
+
+from acs_pipeline.models.ecg_omi import ECGOMI
+from acs_pipeline.models.registry import (
+    build_model,
+    reference_layout,
+    reference_parameters,
+    state_layout,
+)
+
+
+def test_layout_and_parameter_count_equal_reference():
+    model = ECGOMI()
+    assert list(state_layout(model).items()) == list(reference_layout("ecg_omi").items())
+    assert sum(p.numel() for p in model.parameters()) == reference_parameters("ecg_omi")
+    assert reference_parameters("ecg_omi") == 210_783
+    assert model.fc1.in_features == 48 * 100 and model.fc1.out_features == 31
+
+
+def test_forward_shapes_and_feature_lengths():
+    torch.manual_seed(0)
+    for profile in ("paper", "smoke"):
+        model = build_model("ecg_omi", profile)
+        assert type(model) is ECGOMI
+        lengths = {}
+        model.conv1.register_forward_hook(lambda _m, _i, o: lengths.__setitem__("c1", o.shape))
+        model.conv2.register_forward_hook(lambda _m, _i, o: lengths.__setitem__("c2", o.shape))
+        out = model.train()(torch.randn(2, 3, 5000))
+        assert out.shape == (2,)
+        assert lengths == {"c1": (2, 24, 2500), "c2": (2, 48, 100)}
+        with torch.no_grad():
+            assert torch.isfinite(model.eval()(torch.randn(2, 3, 5000))).all()
+
+
+def test_rejects_wrong_input_shape():
+    with pytest.raises(ValueError, match=r"\(B, 3, 5000\)"):
+        ECGOMI()(torch.zeros(1, 3, 4000))
+
+
+def test_one_adam_step_lowers_the_loss():
+    torch.manual_seed(0)
+    model = build_model("ecg_omi", "smoke").train()
+    x = torch.randn(4, 3, 5000)
+    y = torch.tensor([1.0, 0.0, 1.0, 0.0])
+    loss_fn = nn.BCEWithLogitsLoss()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    before = loss_fn(model(x), y)
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss_fn(model(x), y)
+    assert after.item() < before.item()
+
+
+def test_memorises_32_noise_samples():
+    torch.manual_seed(0)
+    model = build_model("ecg_omi", "smoke").train()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(32, 3, 5000, generator=gen)
+    y = torch.zeros(32)
+    y[torch.randperm(32, generator=gen)[:16]] = 1.0
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss_fn = nn.BCEWithLogitsLoss()
+    aucs = []
+    for _ in range(30):
+        optimizer.zero_grad()
+        logits = model(x)
+        loss_fn(logits, y).backward()
+        optimizer.step()
+        aucs.append(roc_auc_score(y.numpy(), logits.detach().numpy()))
+        if aucs[-1] == 1.0:
+            break
+    assert aucs[0] < 0.9
+    assert aucs[-1] == 1.0

@@ -1,0 +1,79 @@
+"""End to end: a tiny synthetic cohort through every asset, in process and from the CLI."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+
+from acs_pipeline.definitions import defs
+from acs_pipeline.defs.model_assets import MODELS
+from acs_pipeline.defs.resources import resources_from_env
+from acs_pipeline_tests.conftest import env_for
+
+pytestmark = pytest.mark.slow
+
+
+def all_assets_and_checks():
+    d = defs()
+    return [*d.assets, *(d.asset_checks or [])]
+
+
+def materialize_all(env: dict[str, str]) -> dg.ExecuteInProcessResult:
+    return dg.materialize(all_assets_and_checks(), resources=resources_from_env(env),
+                          instance=dg.DagsterInstance.ephemeral(), raise_on_error=True)
+
+
+def meta(result: dg.ExecuteInProcessResult, key: str) -> dict:
+    mats = result.asset_materializations_for_node(key.replace("/", "__"))
+    assert mats, f"no materialization of {key}"
+    return {k: v.value for k, v in mats[-1].metadata.items()}
+
+
+def test_materialize_everything_in_process(tiny_cohort, tmp_path):
+    storage = tmp_path / "storage"
+    result = materialize_all(env_for(tiny_cohort, storage))
+    assert result.success
+    evals = result.get_asset_check_evaluations()
+    assert evals and all(e.passed for e in evals), [e for e in evals if not e.passed]
+
+    listed = len(list((tiny_cohort / "ed-bwh-ecg/v1/ecg-waveforms-npz").rglob("*.npz")))
+    m3 = meta(result, "ecg_3by4")
+    assert m3["dagster/row_count"] + m3["rejected"] == listed
+    html = (storage / "reports/evaluation_report.html").read_text()
+    for m in MODELS:
+        assert m in html
+        for task in ("acs", "mace"):
+            sub = pl.read_csv(storage / f"submission/{task}/{m}.csv")
+            assert sub.columns == ["ecg_id", "prediction"]
+            assert sub["prediction"].is_between(0, 1).all()
+    holdout = len(list((tiny_cohort / "ed-bwh-ecg/holdout").rglob("*.npz")))
+    assert len(sub) == holdout
+    table = pl.read_parquet(storage / "reports/benchmark_table.parquet")
+    assert {"resnet18", "logistic_baseline"} <= set(table["model"])
+
+    # A second run reuses every tensor shard and every finished training run.
+    again = materialize_all(env_for(tiny_cohort, storage))
+    assert meta(again, "ecg_3by4")["shards_computed"] == 0
+    assert meta(again, "resnet18/acs_checkpoint")["reused_finished_run"] is True
+
+
+def test_cli_materializes_the_graph(tiny_cohort, tmp_path):
+    storage = tmp_path / "storage"
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    env = {**os.environ, **env_for(tiny_cohort, storage), "DAGSTER_HOME": str(home)}
+    dagster = Path(sys.executable).parent / "dagster"
+    proc = subprocess.run(
+        [str(dagster), "asset", "materialize", "-m", "acs_pipeline.definitions",
+         "--select", "*"], env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (storage / "reports/evaluation_report.html").stat().st_size > 10_000
+    for m in MODELS:
+        assert (storage / f"predictions/{m}/holdout.csv").exists()
+    out = subprocess.run([sys.executable, "-m", "acs_pipeline", "report-path", "--storage",
+                          str(storage)], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(storage / "reports/evaluation_report.html")
