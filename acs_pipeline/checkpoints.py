@@ -160,12 +160,13 @@ def load_checkpoint(path_or_bytes: Source, *, allowed: Iterable[Allowed] = ()) -
         first_line = next(
             (line for line in message.splitlines() if "GLOBAL" in line or "Can only" in line), ""
         ).strip()
+        first_line = first_line.split(" Please use")[0]  # drop torch's advice to trust it
         raise CheckpointError(
             f"{description}: refusing to unpickle {what}; a checkpoint may hold only tensors, "
             f"plain containers and the allow-listed classes "
             f"{allowed_names or '(none)'}. torch said: {first_line or message[:300]}"
         ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+    except Exception as exc:  # any other failure to parse untrusted bytes
         raise CheckpointError(f"{description}: not a readable torch checkpoint ({exc})") from exc
     if not isinstance(obj, dict):
         raise CheckpointError(
@@ -201,9 +202,7 @@ def extract_state_dict(obj: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         return _tensor_dict(obj["model_state_dict"], "HuBERT checkpoint 'model_state_dict'")
     if not obj:
         raise CheckpointError("checkpoint dict is empty")
-    return _tensor_dict(
-        obj, "plain state dict (no 'state_dict' or 'model_state_dict' key either)"
-    )
+    return _tensor_dict(obj, "plain state dict (no 'state_dict' or 'model_state_dict' key either)")
 
 
 def match_state_dict(

@@ -174,7 +174,7 @@ def delong_ci(y: object, s: object, alpha: float = 0.05) -> tuple[float, float, 
     aucs, v10, v01 = _delong_components(yy, ss[None, :], m)
     var = float(_delong_cov(v10, v01)[0, 0])
     auc = float(aucs[0])
-    half = stats.norm.ppf(1 - alpha / 2) * np.sqrt(max(var, 0.0))
+    half = special.ndtri(1 - alpha / 2) * np.sqrt(max(var, 0.0))
     return auc, float(max(0.0, auc - half)), float(min(1.0, auc + half))
 
 
@@ -205,8 +205,8 @@ def delong_paired_detail(
         return z, p, diff, (diff, diff)
     se = np.sqrt(var)
     z = diff / se
-    p = float(2 * stats.norm.sf(abs(z)))
-    half = float(stats.norm.ppf(1 - alpha / 2) * se)
+    p = float(2 * special.ndtr(-abs(z)))  # normal tail, fast scalar path
+    half = float(special.ndtri(1 - alpha / 2) * se)
     return float(z), p, diff, (diff - half, diff + half)
 
 
@@ -243,11 +243,11 @@ def bootstrap_auroc_samples(y: object, s: object, n_boot: int = 2000, seed: int 
         neg = rank_neg[rng.integers(0, n, size=(b, n))]
         offsets = (np.arange(b) * n_values)[:, None]
         counts = np.bincount((neg + offsets).ravel(), minlength=b * n_values).reshape(b, n_values)
-        below = np.cumsum(counts, axis=1) - counts
-        row = np.arange(b)[:, None]
-        wins = below[row, pos] + 0.5 * counts[row, pos]
+        # negatives strictly below each value + half of those tied with it
+        wins = np.cumsum(counts, axis=1) - 0.5 * counts
         take = min(b, n_boot - start)
-        out[start : start + take] = wins[:take].sum(axis=1) / (m * n)
+        hits = wins.ravel()[(pos + offsets)[:take]]
+        out[start : start + take] = hits.sum(axis=1) / (m * n)
     return out
 
 
@@ -317,9 +317,7 @@ def youden_threshold(y: object, s: object) -> float:
     return float(thr[best])
 
 
-def topk_metrics(
-    y: object, s: object, k: int | None = None
-) -> dict[str, float | int | np.ndarray]:
+def topk_metrics(y: object, s: object, k: int | None = None) -> dict[str, float | int | np.ndarray]:
     """Call the ``k`` highest-scoring cases positive; ``k`` defaults to the number of positives.
 
     With the default ``k`` the number called positive equals the number of true positives, so
@@ -496,9 +494,12 @@ def _group_labels(groups: object, n: int) -> np.ndarray:
     if g.ndim != 1 or g.shape[0] != n:
         raise MetricInputError(f"groups must be 1-D with {n} values, got shape {g.shape}")
     out = np.empty(n, dtype=object)
-    for i, v in enumerate(g):
-        missing = v is None or (isinstance(v, float) and np.isnan(v))
-        out[i] = "missing" if missing else str(v)
+    missing = np.fromiter(
+        (v is None or (isinstance(v, float) and v != v) for v in g), dtype=bool, count=n
+    )
+    out[missing] = "missing"
+    for value in set(g[~missing].tolist()):
+        out[g == value] = str(value)
     return out
 
 

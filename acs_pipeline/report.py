@@ -1,7 +1,7 @@
 """The evaluation: every metric for every model, a long-form benchmark table, Markdown and HTML.
 
 :func:`evaluate` computes the numbers (no plotting), :func:`render_html` draws the figures
-(matplotlib, Agg backend, embedded as base64 PNG) into the Jinja2 template
+(matplotlib ``Figure`` objects, no pyplot, embedded as base64 PNG) into the Jinja2 template
 ``acs_pipeline/templates/report.html.j2``, and :func:`write_report` writes the HTML atomically.
 Every number carries its lineage: the checkpoint string of its model and the data version.
 """
@@ -112,6 +112,8 @@ _ALIASES = {
     "resnet50": "ResNet-50",
     "baseline": "logistic regression (4 flags)",
     "logreg": "logistic regression (4 flags)",
+    "logisticbaseline": "logistic regression (4 flags)",
+    "lrbaseline": "logistic regression (4 flags)",
     "lr": "logistic regression (4 flags)",
     "logisticregression": "logistic regression (4 flags)",
     "logisticregression4flags": "logistic regression (4 flags)",
@@ -274,9 +276,7 @@ def _align(ms: ModelScores, ids: list[str], index: dict[str, int]) -> np.ndarray
     else:
         sid = [str(i) for i in ms.ecg_ids]
         if len(sid) != values.size:
-            raise EvaluationInputError(
-                f"{ms.name!r}: {len(sid)} ecg_ids but {values.size} scores"
-            )
+            raise EvaluationInputError(f"{ms.name!r}: {len(sid)} ecg_ids but {values.size} scores")
         seen: dict[str, int] = {}
         dups = []
         for pos, i in enumerate(sid):
@@ -289,8 +289,9 @@ def _align(ms: ModelScores, ids: list[str], index: dict[str, int]) -> np.ndarray
         if missing:
             problems.append(f"{len(missing)} evaluation ECGs have no score: {_examples(missing)}")
         if extra:
-            problems.append(f"{len(extra)} scored ids are not in the evaluation set: "
-                            f"{_examples(extra)}")
+            problems.append(
+                f"{len(extra)} scored ids are not in the evaluation set: {_examples(extra)}"
+            )
         if dups:
             problems.append(f"{len(dups)} ids appear more than once: {_examples(dups)}")
         if problems:
@@ -393,11 +394,16 @@ def _prepare(inp: EvaluationInput) -> _Prepared:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _wilson(successes: int, total: int) -> tuple[float, float]:
+def _wilson(successes: int, total: int, alpha: float = 0.05) -> tuple[float, float]:
+    """Wilson score interval of a proportion (same as scipy's binomtest(...).proportion_ci)."""
     if total <= 0:
         return float("nan"), float("nan")
-    ci = stats.binomtest(int(successes), int(total)).proportion_ci(method="wilson")
-    return float(ci.low), float(ci.high)
+    z = float(special.ndtri(1 - alpha / 2))
+    p = successes / total
+    den = 1 + z * z / total
+    centre = (p + z * z / (2 * total)) / den
+    half = z * math.sqrt(p * (1 - p) / total + z * z / (4 * total * total)) / den
+    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 def _is_probability(s: np.ndarray) -> bool:
@@ -502,13 +508,18 @@ def _rows(
             add(name, "calibration_in_the_large", c["citl"])
         if "classical" in d:
             cc = d["classical"]
-            add(name, "share_flagged_no_classical", cc["share_flagged_no_classical"],
-                count=cc["k"])
+            add(name, "share_flagged_no_classical", cc["share_flagged_no_classical"], count=cc["k"])
             add(name, "share_tp_no_classical", cc["share_tp_no_classical"], count=cc["n_tp"])
         for what, groups in d["subgroups"].items():
             for g in groups:
-                add(name, f"auroc[{what}={g['group']}]", g["auroc"], g["ci_low"], g["ci_high"],
-                    g["n"])
+                add(
+                    name,
+                    f"auroc[{what}={g['group']}]",
+                    g["auroc"],
+                    g["ci_low"],
+                    g["ci_high"],
+                    g["n"],
+                )
     for name, fd in flag_details.items():
         tm = fd["threshold"]
         add(name, "auroc", fd["auroc"], *fd["ci"])
@@ -614,7 +625,8 @@ def _pct(x: float | None, digits: int = 1) -> str:
 def _num(x: float | None, digits: int = 3) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
         return "n/a"
-    return f"{x:.{digits}f}"
+    text = f"{x:.{digits}f}"
+    return text[1:] if text.startswith("-") and float(text) == 0 else text  # no "-0.00"
 
 
 def _auc_ci(auc: float, ci: tuple[float, float]) -> str:
@@ -752,19 +764,25 @@ def _table_rows(inp: EvaluationInput, prep: _Prepared, det: dict[str, Any]) -> d
             for g in groups:
                 row = cells.setdefault(
                     (what, str(g["group"])),
-                    {"what": what, "group": str(g["group"]), "n": g["n"],
-                     "pos": g["positives"], "cells": []},
+                    {
+                        "what": what,
+                        "group": str(g["group"]),
+                        "n": g["n"],
+                        "pos": g["positives"],
+                        "cells": [],
+                    },
                 )
                 if g["reason"]:
                     row["cells"].append({"auroc": "n/a", "ci": str(g["reason"])})
                 else:
                     row["cells"].append(
-                        {"auroc": f"{g['auroc']:.3f}", "ci": f"{g['ci_low']:.3f}-{g['ci_high']:.3f}"}
+                        {
+                            "auroc": f"{g['auroc']:.3f}",
+                            "ci": f"{g['ci_low']:.3f}-{g['ci_high']:.3f}",
+                        }
                     )
     subgroups = list(cells.values())
-    lineage = [
-        {"name": k, "kind": prep.kinds[k], "lineage": prep.lineage[k]} for k in prep.lineage
-    ]
+    lineage = [{"name": k, "kind": prep.kinds[k], "lineage": prep.lineage[k]} for k in prep.lineage]
     return {
         "main": main,
         "flags": flags,
@@ -859,23 +877,18 @@ def _markdown(inp: EvaluationInput, prep: _Prepared, det: dict[str, Any], summar
 def _png(fig: Any) -> str:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def _figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global state, no backend switching
     from matplotlib.patches import Circle
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     y = prep.y
     names = _order(prep, det["scores"])
-    palette = plt.get_cmap("tab10").colors
+    palette = matplotlib.colormaps["tab10"].colors
     colors = {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
     def style(name: str) -> dict[str, Any]:
@@ -888,50 +901,91 @@ def _figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     markers = "osD^vP*X"
     figs: dict[str, str] = {}
 
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    fig = Figure(figsize=(6.2, 5.6))
+    ax = fig.subplots()
     for name in names:
         fpr, tpr, _ = roc_curve(y, prep.scores[name])
         auc = det["scores"][name]["auroc"]
         ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})", **style(name))
     for i, name in enumerate(flag_names):
         tm = det["flags"][name]["threshold"]
-        ax.plot(1 - tm["spec"], tm["sens"], markers[i % len(markers)], color="0.25", ms=7,
-                mfc="none", label=f"{CLASSICAL_FLAGS.get(name, name)}")
+        ax.plot(
+            1 - tm["spec"],
+            tm["sens"],
+            markers[i % len(markers)],
+            color="0.25",
+            ms=7,
+            mfc="none",
+            label=f"{CLASSICAL_FLAGS.get(name, name)}",
+        )
     ax.plot([0, 1], [0, 1], color="0.7", lw=1)
-    ax.set(xlabel="1 - specificity", ylabel="sensitivity", title="ROC curves (AUROC)",
-           xlim=(0, 1), ylim=(0, 1.01), aspect="equal")
+    ax.set(
+        xlabel="1 - specificity",
+        ylabel="sensitivity",
+        title="ROC curves (AUROC)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+        aspect="equal",
+    )
     ax.legend(fontsize=7.5, loc="lower right")
     figs["roc"] = _png(fig)
 
-    fig, ax = plt.subplots(figsize=(6.2, 5.6))
+    fig = Figure(figsize=(6.2, 5.6))
+    ax = fig.subplots()
     for name in names:
         prec, rec, _ = precision_recall_curve(y, prep.scores[name])
         ax.plot(rec, prec, label=f"{name} ({det['scores'][name]['auprc']:.3f})", **style(name))
     for i, name in enumerate(flag_names):
         tm = det["flags"][name]["threshold"]
         if not math.isnan(tm["ppv"]):
-            ax.plot(tm["sens"], tm["ppv"], markers[i % len(markers)], color="0.25", ms=7,
-                    mfc="none", label=CLASSICAL_FLAGS.get(name, name))
+            ax.plot(
+                tm["sens"],
+                tm["ppv"],
+                markers[i % len(markers)],
+                color="0.25",
+                ms=7,
+                mfc="none",
+                label=CLASSICAL_FLAGS.get(name, name),
+            )
     ax.axhline(y.mean(), color="0.7", lw=1, label=f"prevalence {y.mean():.3f}")
-    ax.set(xlabel="recall (sensitivity)", ylabel="precision (PPV)",
-           title="Precision-recall curves (AUPRC)", xlim=(0, 1), ylim=(0, 1.01))
+    ax.set(
+        xlabel="recall (sensitivity)",
+        ylabel="precision (PPV)",
+        title="Precision-recall curves (AUPRC)",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     ax.legend(fontsize=7.5, loc="upper right")
     figs["pr"] = _png(fig)
 
     prob_names = [n for n in names if "calibration" in det["scores"][n]]
     if prob_names:
-        fig, ax = plt.subplots(figsize=(6.2, 5.6))
+        fig = Figure(figsize=(6.2, 5.6))
+        ax = fig.subplots()
         for name in prob_names:
             c = det["scores"][name]["calibration"]
-            ax.plot(c["bin_mean_predicted"], c["bin_observed"], marker="o", ms=4,
-                    label=f"{name} (slope {c['slope']:.2f})", **style(name))
+            ax.plot(
+                c["bin_mean_predicted"],
+                c["bin_observed"],
+                marker="o",
+                ms=4,
+                label=f"{name} (slope {c['slope']:.2f})",
+                **style(name),
+            )
         ax.plot([0, 1], [0, 1], color="0.6", lw=1, label="perfect")
-        ax.set(xlabel="mean predicted probability (decile bins)", ylabel="observed ACS rate",
-               title="Calibration (reliability)", xlim=(0, 1), ylim=(0, 1), aspect="equal")
+        ax.set(
+            xlabel="mean predicted probability (decile bins)",
+            ylabel="observed ACS rate",
+            title="Calibration (reliability)",
+            xlim=(0, 1),
+            ylim=(0, 1),
+            aspect="equal",
+        )
         ax.legend(fontsize=7.5, loc="upper left")
         figs["calibration"] = _png(fig)
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.6))
+    fig = Figure(figsize=(11, 4.6))
+    ax1, ax2 = fig.subplots(1, 2)
     for name in names:
         cr = M.cumulative_risk(y, prep.scores[name])
         ax1.plot(100 * cr["share_flagged"], 100 * cr["share_events"], label=name, **style(name))
@@ -945,19 +999,26 @@ def _figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     ax1.set(ylabel="ACS cases captured (%)", title="Cumulative share of ACS cases", ylim=(0, 100))
     ax2.set(ylabel="ACS rate among flagged (%)", title="Cumulative observed risk", ylim=(0, 100))
     ax1.legend(fontsize=7.5, loc="lower right")
-    fig.text(0.5, -0.02, "dashed vertical line: top-k (k = number of ACS cases)",
-             ha="center", fontsize=8)
+    fig.text(
+        0.5, -0.02, "dashed vertical line: top-k (k = number of ACS cases)", ha="center", fontsize=8
+    )
     figs["cumulative"] = _png(fig)
 
     if prob_names:
         thr = det["thresholds"]
-        fig, ax = plt.subplots(figsize=(6.2, 5.0))
+        fig = Figure(figsize=(6.2, 5.0))
+        ax = fig.subplots()
         for name in prob_names:
             ax.plot(thr, det["scores"][name]["net_benefit"], label=name, **style(name))
         ax.plot(thr, M.net_benefit_treat_all(y, thr), color="0.45", lw=1.2, label="treat all")
         ax.axhline(0, color="0.2", lw=1, label="treat none")
-        ax.set(xlabel="threshold probability", ylabel="net benefit", title="Decision curves",
-               xlim=(thr.min(), thr.max()), ylim=(-0.05, max(0.05, y.mean() * 1.1)))
+        ax.set(
+            xlabel="threshold probability",
+            ylabel="net benefit",
+            title="Decision curves",
+            xlim=(thr.min(), thr.max()),
+            ylim=(-0.05, max(0.05, y.mean() * 1.1)),
+        )
         ax.legend(fontsize=7.5, loc="upper right")
         figs["decision"] = _png(fig)
 
@@ -971,19 +1032,37 @@ def _figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
             "both": (cc["n_both"], int(np.sum(sel & anyf & pos))),
             "flag": (cc["n_classical_only"], int(np.sum(~sel & anyf & pos))),
         }
-        fig, ax = plt.subplots(figsize=(5.4, 3.9))
+        fig = Figure(figsize=(5.4, 3.9))
+        ax = fig.subplots()
         ax.add_patch(Circle((-0.55, 0), 1.0, color=colors[det["best"]], alpha=0.35))
         ax.add_patch(Circle((0.55, 0), 1.0, color="0.45", alpha=0.3))
         for x, key in ((-1.0, "model"), (0.0, "both"), (1.0, "flag")):
             n_all, n_pos = counts[key]
             ax.text(x, 0.05, f"{n_all}", ha="center", va="center", fontsize=15, weight="bold")
             ax.text(x, -0.25, f"{n_pos} ACS", ha="center", va="center", fontsize=9)
-        ax.text(-0.95, 1.08, f"{det['best']} top-k\nflagged ({cc['k']})", ha="center",
-                va="bottom", fontsize=10)
-        ax.text(0.95, 1.08, f"any classical\nflag ({int(anyf.sum())})", ha="center",
-                va="bottom", fontsize=10)
-        ax.text(0, -1.25, f"neither: {cc['n_neither']} ECGs, "
-                f"{int(np.sum(~sel & ~anyf & pos))} ACS", ha="center", fontsize=9)
+        ax.text(
+            -0.95,
+            1.08,
+            f"{det['best']} top-k\nflagged ({cc['k']})",
+            ha="center",
+            va="bottom",
+            fontsize=10,
+        )
+        ax.text(
+            0.95,
+            1.08,
+            f"any classical\nflag ({int(anyf.sum())})",
+            ha="center",
+            va="bottom",
+            fontsize=10,
+        )
+        ax.text(
+            0,
+            -1.25,
+            f"neither: {cc['n_neither']} ECGs, {int(np.sum(~sel & ~anyf & pos))} ACS",
+            ha="center",
+            fontsize=9,
+        )
         ax.set(xlim=(-1.8, 1.8), ylim=(-1.4, 1.6), aspect="equal")
         ax.axis("off")
         figs["venn"] = _png(fig)
@@ -1038,6 +1117,7 @@ def write_report(inp: EvaluationInput, result: EvaluationResult, path: Path) -> 
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(html)
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -1122,6 +1202,6 @@ def synthetic_evaluation_input(
         sex=sex,
         race=race,
         age=age,
-        data_version="synthetic ed-bwh-ecg v1 (seed %d) cohort sha256:abc123" % seed,
+        data_version=f"synthetic ed-bwh-ecg v1 (seed {seed}) cohort sha256:abc123",
         title="ACS-BenchWork evaluation (synthetic demo)",
     )

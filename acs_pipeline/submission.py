@@ -43,7 +43,9 @@ def _examples(items: Sequence[object]) -> str:
 def _check_columns(id_column: str, prediction_column: str) -> None:
     for label, col in (("id_column", id_column), ("prediction_column", prediction_column)):
         if not col or any(c in col for c in ',"\r\n'):
-            raise SubmissionError(f"{label} {col!r} must be non-empty without commas/quotes/newlines")
+            raise SubmissionError(
+                f"{label} {col!r} must be non-empty without commas/quotes/newlines"
+            )
     if id_column == prediction_column:
         raise SubmissionError(f"id_column and prediction_column are both {id_column!r}")
 
@@ -149,6 +151,7 @@ def write_submission(
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file is meant to be shared
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -50,6 +50,7 @@ LEADS = ("I", "II", "III", "aVR", "aVL", "aVF", "V1", "V2", "V3", "V4", "V5", "V
 LONG_LEADS = ("V1", "II", "V5")
 _LONG_INDEX = (6, 1, 10)
 QUANTUM_MV = 0.005
+NPZ_LEVEL = 3  # zlib level of the npz archives (savez_compressed uses 6: 20 % smaller, 2.5x slower)
 
 # Dower matrix, rows V1..V6, I, II; columns X (left), Y (feet), Z (back) of the Frank system.
 DOWER = np.array(
@@ -124,6 +125,12 @@ MACE_RATE_TESTED = 0.54
 MACE_GIVEN_ACS = 0.9
 MACE_RATE_EXCLUDED = 0.26
 Z_ISCHEMIA = 0.9  # z above which the visit's ECGs carry an injury current
+ISCHEMIA_GROWTH = 0.7  # log injury size per unit of z above Z_ISCHEMIA
+ISCHEMIA_ST_MV = 0.03  # median injury current at the threshold (mV, dipole units)
+# Non-ischaemic ST-T changes per visit (make the flags non-specific); tested visits with a low
+# risk were more often tested *because* of such a change: 0.05 + 0.15 * (1 - risk).
+MIMIC_RATE = {"untested": 0.05, "excluded": 0.1}
+MIMIC_TESTED = (0.05, 0.15)
 ECGS_PER_VISIT = {"untested": 0.45, "tested": 1.0, "excluded": 0.8}  # Poisson extra ECGs
 
 
@@ -342,11 +349,24 @@ def _synth_dipole(
 
     lo, hi = int(-0.35 * FS), int(0.75 * FS)
     offs = np.arange(lo, hi) / FS  # (W,)
-    g = np.exp(-0.5 * ((offs[None, :, None] - cent[:, None, :]) / wid[:, None, :]) ** 2)
-    beats = np.einsum("bwk,kc->bwc", g, amps) * beat_scale[:, None, None]
+    # P, Q, R, S, R' and the pacing spike keep their shape from beat to beat: one template.
+    template = np.zeros((hi - lo, 3))
+    for k in (_P, _Q, _R, _S, _RP, 7):
+        if np.any(amps[k]):
+            template += np.exp(-0.5 * ((offs - cent[0, k]) / wid[0, k]) ** 2)[:, None] * amps[k]
+    beats = np.repeat(template[None], nb, axis=0)
+    # T, hyperacute T and the ST plateau move with the RR interval (after the R peak only).
+    op = offs[-lo:]
+    late = np.exp(-0.5 * ((op - cent[:, _T, None]) / wid[:, _T, None]) ** 2)[..., None] * amps[_T]
+    if np.any(amps[6]):
+        g6 = np.exp(-0.5 * ((op - cent[:, 6, None]) / wid[:, 6, None]) ** 2)
+        late += g6[..., None] * amps[6]
     j = m.j_point
-    plateau = expit((offs[None, :] - j) / 0.004) * expit((cent[:, _T, None] - offs[None, :]) / 0.03)
-    beats += plateau[:, :, None] * st_vec[None, None, :]
+    if np.any(st_vec):
+        plateau = expit((op - j) / 0.004) * expit((cent[:, _T, None] - op) / 0.03)
+        late += plateau[..., None] * st_vec
+    beats[:, -lo:] += late
+    beats *= beat_scale[:, None, None]
 
     r_idx = np.rint(r_times * FS).astype(int)
     first = min(0, int(r_idx.min()) + lo)  # sample index of out[0]
@@ -376,22 +396,31 @@ def _synth_dipole(
 def _add_noise(rng: np.random.Generator, eight: np.ndarray, level: float) -> np.ndarray:
     """Baseline wander, 60 Hz mains and muscle noise per lead, then digitising smoothing."""
     n = eight.shape[1]
-    t = np.arange(n) / FS
+    # Baseline wander (0.1-0.5 Hz, per lead + shared respiration): smooth, so it is evaluated
+    # on a 10 Hz grid and interpolated linearly.
+    step = 50
+    tc = np.arange(n // step + 2) * (step / FS)
     freq = rng.uniform(0.1, 0.5, (8, 2, 1))
     amp = rng.uniform(0.01, 0.1, (8, 2, 1)) * level
     phase = rng.uniform(0.0, 2 * np.pi, (8, 2, 1))
-    wander = (amp * np.sin(2 * np.pi * freq * t + phase)).sum(axis=1)
-    resp = rng.uniform(0.0, 0.05) * level * np.sin(2 * np.pi * rng.uniform(0.15, 0.4) * t)
-    mains = (
-        rng.uniform(0.0, 0.02, (8, 1))
-        * level
-        * np.sin(2 * np.pi * 60.0 * t + rng.uniform(0.0, 2 * np.pi, (8, 1)))
-    )
-    envelope = np.ones(n)
-    if rng.random() < 0.3:  # a burst of muscle tremor
-        envelope += rng.uniform(1.0, 4.0) * np.exp(-0.5 * ((t - rng.uniform(0, 10)) / 0.6) ** 2)
-    emg = rng.standard_normal((8, n)) * (rng.uniform(0.004, 0.015) * level) * envelope
-    noisy = eight + wander + resp * rng.uniform(0.5, 1.0, (8, 1)) + mains + emg
+    coarse = (amp * np.sin(2 * np.pi * freq * tc + phase)).sum(axis=1)
+    resp = rng.uniform(0.0, 0.05) * level * np.sin(2 * np.pi * rng.uniform(0.15, 0.4) * tc)
+    coarse += resp * rng.uniform(0.5, 1.0, (8, 1))
+    w = np.arange(step) / step
+    wander = (coarse[:, :-1, None] * (1 - w) + coarse[:, 1:, None] * w).reshape(8, -1)[:, :n]
+    # 60 Hz mains: at 500 Hz the sine repeats every 25 samples.
+    k = np.arange(25) * (2 * np.pi * 60.0 / FS)
+    basis = np.stack([np.sin(k), np.cos(k)])
+    coef = rng.normal(0.0, 0.01, (8, 2)) * level
+    mains = np.resize(coef @ basis, (8, n))
+    # Muscle noise, sometimes with a burst of tremor.
+    emg = rng.random((8, n), dtype=np.float32) - np.float32(0.5)  # smoothing makes it Gaussian
+    emg *= np.float32(rng.uniform(0.004, 0.015) * level * math.sqrt(12.0))
+    if rng.random() < 0.3:
+        t = np.arange(n) / FS
+        emg *= (1.0 + rng.uniform(1.0, 4.0) * np.exp(-0.5 * ((t - rng.uniform(0, 10)) / 0.6) ** 2)
+                ).astype(np.float32)  # fmt: skip
+    noisy = eight + wander + mains + emg
     return gaussian_filter1d(noisy, sigma=1.5, axis=1, mode="nearest")
 
 
@@ -505,27 +534,39 @@ class Measurements:
 
 
 def measure(twelve: np.ndarray, fid: _Fiducials) -> Measurements:
-    """Median-beat measurements of a full (12, N) ECG at the generator's R peaks."""
-    lo, hi = int(-0.3 * FS), int(0.6 * FS)
-    r = fid.r_index[(fid.r_index + lo >= 0) & (fid.r_index + hi <= twelve.shape[1])]
-    idx = r[:, None] + np.arange(lo, hi)[None, :]
-    beat = np.median(twelve[:, idx], axis=1).astype(np.float64)  # (12, W)
+    """Median-beat measurements of a full (12, N) ECG at the generator's R peaks.
 
-    def at(sec: float) -> int:
-        return int(np.clip(round(sec * FS) - lo, 0, hi - lo - 1))
+    Only the samples that the measurements use are gathered: the PR-segment baseline, the QRS,
+    J and J + 60 ms, and the T-wave window.
+    """
 
-    base = beat[:, at(fid.qrs_onset - 0.03) : at(fid.qrs_onset - 0.008) + 1].mean(axis=1)
-    beat = beat - base[:, None]
-    t0, t1 = at(fid.t_centre - 1.2 * fid.t_width), at(fid.t_centre + 1.2 * fid.t_width)
-    tw = beat[:, t0 : t1 + 1]
-    t_amp = tw[np.arange(12), np.argmax(np.abs(tw), axis=1)]
-    qrs = beat[:, at(fid.qrs_onset) : at(fid.j_point) + 1]
+    def span(a: float, b: float) -> np.ndarray:
+        return np.arange(round(a * FS), round(b * FS) + 1)
+
+    parts = {
+        "base": span(fid.qrs_onset - 0.03, fid.qrs_onset - 0.008),
+        "qrs": span(fid.qrs_onset, fid.j_point),
+        "j": span(fid.j_point, fid.j_point),
+        "j60": span(fid.j_point + 0.06, fid.j_point + 0.06),
+        "t": span(fid.t_centre - 1.2 * fid.t_width, fid.t_centre + 1.2 * fid.t_width),
+    }
+    offs = np.concatenate(list(parts.values()))
+    n = twelve.shape[1]
+    r = fid.r_index[(fid.r_index + offs.min() >= 0) & (fid.r_index + offs.max() < n)]
+    if r.size == 0:
+        raise SynthError("measure: no complete beat in the record")
+    beat = np.median(twelve[:, r[:, None] + offs[None, :]], axis=1).astype(np.float64)
+    cuts = np.cumsum([0, *(len(v) for v in parts.values())])
+    seg = {k: beat[:, cuts[i] : cuts[i + 1]] for i, k in enumerate(parts)}
+    base = seg["base"].mean(axis=1, keepdims=True)
+    seg = {k: v - base for k, v in seg.items()}
+    tw = seg["t"]
     return Measurements(
-        st_j=beat[:, at(fid.j_point)],
-        st_j60=beat[:, at(fid.j_point + 0.06)],
-        t_amp=t_amp,
-        r_amp=qrs.max(axis=1),
-        s_amp=qrs.min(axis=1),
+        st_j=seg["j"][:, 0],
+        st_j60=seg["j60"][:, 0],
+        t_amp=tw[np.arange(12), np.argmax(np.abs(tw), axis=1)],
+        r_amp=seg["qrs"].max(axis=1),
+        s_amp=seg["qrs"].min(axis=1),
     )
 
 
@@ -624,12 +665,10 @@ def write_npz(path: Path, ecg: np.ndarray) -> None:
     buf = io.BytesIO()
     np.lib.format.write_array(buf, np.ascontiguousarray(ecg), allow_pickle=False)
     info = zipfile.ZipInfo("ecg.npy", date_time=(1980, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
     info.external_attr = 0o600 << 16
     out = io.BytesIO()
-    with zipfile.ZipFile(out, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        with zf.open(info, "w", force_zip64=True) as fh:
-            fh.write(buf.getvalue())
+    with zipfile.ZipFile(out, "w") as zf:
+        zf.writestr(info, buf.getvalue(), zipfile.ZIP_DEFLATED, compresslevel=NPZ_LEVEL)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(out.getvalue())
 
@@ -789,20 +828,30 @@ def _unique_hex(rng: np.random.Generator, n: int, digits: int, taken: set[str]) 
 
 
 def _visit_ischemia(rng: np.random.Generator, z: float) -> Ischemia | None:
-    """The injury current a visit's latent z shows on its ECGs (None below the threshold)."""
+    """The injury current a visit's latent z shows on its ECGs (None below the threshold).
+
+    Half are ST injury (30 % of those subendocardial: depression facing the territory), a
+    quarter hyperacute T waves and a quarter T inversion; most are below the flag thresholds.
+    """
     if z <= Z_ISCHEMIA:
         return None
-    s = math.exp(0.9 * (z - Z_ISCHEMIA)) * math.exp(rng.normal(0.0, 0.5))
+    s = math.exp(ISCHEMIA_GROWTH * (z - Z_ISCHEMIA) + rng.normal(0.0, 0.4))
     territory = TERRITORIES[int(rng.choice(3, p=[0.45, 0.35, 0.20]))]
-    direction = TERRITORY_DIRECTIONS[territory] + rng.normal(0.0, 0.15, 3)
-    direction = tuple(float(x) for x in direction / np.linalg.norm(direction))
+    d = TERRITORY_DIRECTIONS[territory] + rng.normal(0.0, 0.15, 3)
+    direction = (float(d[0]), float(d[1]), float(d[2]))
     form = rng.random()
-    if form < 0.5:  # ST injury (30 % subendocardial: depression facing the territory)
+    if form < 0.5:
         sign = -1.0 if rng.random() < 0.3 else 1.0
-        return Ischemia(territory, sign * 0.035 * s, direction=direction)  # type: ignore[arg-type]
-    if form < 0.75:  # hyperacute T
-        return Ischemia(territory, 0.015 * s, hyperacute_mv=0.12 * s, direction=direction)  # type: ignore[arg-type]
-    return Ischemia(territory, 0.01 * s, t_inversion_mv=0.15 * s, direction=direction)  # type: ignore[arg-type]
+        return Ischemia(territory, sign * ISCHEMIA_ST_MV * s, direction=direction)
+    if form < 0.75:
+        return Ischemia(
+            territory, 0.4 * ISCHEMIA_ST_MV * s, hyperacute_mv=3.0 * ISCHEMIA_ST_MV * s,
+            direction=direction,
+        )  # fmt: skip
+    return Ischemia(
+        territory, 0.3 * ISCHEMIA_ST_MV * s, t_inversion_mv=3.0 * ISCHEMIA_ST_MV * s,
+        direction=direction,
+    )  # fmt: skip
 
 
 def _scale_ischemia(isch: Ischemia | None, k: float) -> Ischemia | None:
@@ -812,32 +861,53 @@ def _scale_ischemia(isch: Ischemia | None, k: float) -> Ischemia | None:
                    t_inversion_mv=isch.t_inversion_mv * k)  # fmt: skip
 
 
-@dataclass
+def _mimic(rng: np.random.Generator, morph: Morphology) -> Morphology:
+    """A non-ischaemic ST-T change for one visit: diffuse ST elevation along the T vector
+    (pericarditis, early repolarisation), strain-like ST depression with a flat T, or a
+    globally flat or inverted T."""
+    amps, st = morph.amplitudes.copy(), morph.st_offset.copy()
+    t_dir = amps[_T] / np.linalg.norm(amps[_T])
+    r_dir = amps[_R] / np.linalg.norm(amps[_R])
+    kind = rng.random()
+    if kind < 0.2:
+        st = st + rng.uniform(0.08, 0.2) * t_dir
+    elif kind < 0.4:
+        st = st - rng.uniform(0.05, 0.12) * r_dir
+        amps[_T] *= rng.uniform(-0.4, 0.5)
+    elif kind < 0.7:
+        amps[_T] *= rng.uniform(-1.0, -0.2)
+    else:
+        amps[_T] *= rng.uniform(0.05, 0.35)
+    return replace(morph, amplitudes=amps, st_offset=st)
+
+
+@dataclass(frozen=True)
 class _Patient:
     pid: str
     female: bool
     age: float
-    cad: float
+    cad: float  # shared part of the visits' ischaemia latents
     frailty: float
     morphology: Morphology
     hr: float
     afib: bool
     early_repol: bool
+    row: dict  # patient.csv row
 
 
-def _draw_patient(rng: np.random.Generator, pid: str) -> tuple[_Patient, dict]:
+def _draw_patient(rng: np.random.Generator, pid: str) -> _Patient:
     female = bool(rng.random() < 0.52)
     age = float(np.clip(rng.normal(57.0, 17.0), 18.0, 98.0))
     old = age > 70
     lvh = rng.random() < (0.12 if old else 0.05)
-    early_repol = rng.random() < (0.12 if (not female and age < 50) else 0.025)
+    early_repol = bool(rng.random() < (0.12 if (not female and age < 50) else 0.025))
     paced = rng.random() < (0.03 if age > 75 else 0.004)
     bbb = (not paced) and rng.random() < (0.08 if old else 0.025)
     flat_t = rng.random() < 0.12
     morph = random_morphology(
         rng, female=female, lvh=lvh, early_repol=early_repol, bbb=bbb, paced=paced, flat_t=flat_t
     )
-    afib = rng.random() < (0.12 if age > 75 else 0.025)
+    afib = bool(rng.random() < (0.12 if age > 75 else 0.025))
     hr = float(rng.normal(92.0 if afib else 78.0, 13.0))
     race = rng.choice(4, p=[0.2, 0.13, 0.59, 0.08])
     agi = rng.dirichlet([2.0, 2.5, 2.0, 1.5, 2.0, 1.0])
@@ -850,31 +920,132 @@ def _draw_patient(rng: np.random.Generator, pid: str) -> tuple[_Patient, dict]:
         "race_other": int(race == 3),
         **{c: round(float(a), 3) for c, a in zip(PATIENT_COLUMNS[6:], agi, strict=True)},
     }
-    pat = _Patient(
-        pid,
-        female,
-        age,
-        float(rng.normal()),
-        float(rng.normal()),
-        morph,
-        hr,
-        afib,
-        early_repol,
-    )
-    return pat, row
+    cad, frailty = float(rng.normal()), float(rng.normal())
+    return _Patient(pid, female, age, cad, frailty, morph, hr, afib, early_repol, row)
+
+
+@dataclass(frozen=True)
+class _Visit:
+    patient: _Patient
+    group: str  # 'untested' | 'tested' | 'excluded' (included = not excluded)
+    tested: bool  # cath within 10 days
+    z: float
+    risk: float  # oracle ACS risk
+    acs: bool
+    mace: bool
+    ischemia: Ischemia | None
+    morphology: Morphology  # the patient's, with this visit's non-ischaemic ST-T change
+    n_ecgs: int
+    start: datetime
+    row: dict  # ed-encounter.csv row
+
+
+def _make_visit(
+    rng: np.random.Generator,
+    pat: _Patient,
+    *,
+    group: str,
+    tested: bool,
+    enc_id: str,
+    start: datetime,
+    age: float,
+    cal: _Calibration,
+) -> _Visit:
+    """Latent z, labels, waveform changes and the encounter row of one ED visit."""
+    excluded = group == "excluded"
+    z = Z_MEAN[group] + 0.5 * pat.cad + math.sqrt(0.75) * float(rng.normal())
+    risk = float(cal.risk(z))
+    acs = bool(tested and rng.random() < risk)
+    death = bool(excluded and rng.random() < 0.12)
+    if acs:
+        p_mace = MACE_GIVEN_ACS
+    elif group == "tested":
+        p_mace = float(expit(cal.mace_tested_neg + z))
+    else:
+        c = cal.mace_excluded if excluded else cal.mace_untested
+        p_mace = float(expit(c + z + 0.5 * pat.frailty))
+    mace = death or bool(rng.random() < p_mace)
+    ischemia = _visit_ischemia(rng, z)
+    if group == "tested":
+        p_mimic = MIMIC_TESTED[0] + MIMIC_TESTED[1] * (1.0 - risk)
+    else:
+        p_mimic = MIMIC_RATE[group]
+    morph = _mimic(rng, pat.morphology) if rng.random() < p_mimic else pat.morphology
+    n_ecgs = 1 + int(rng.poisson(ECGS_PER_VISIT[group]))
+    row = _encounter_row(
+        rng, pid=pat.pid, enc_id=enc_id, start=start, age=age, excluded=excluded,
+        tested=tested, acs=acs, mace=mace, death=death, z=z,
+    )  # fmt: skip
+    return _Visit(pat, group, tested, z, risk, acs, mace, ischemia, morph, n_ecgs, start, row)
+
+
+def _draw_visits(
+    rng: np.random.Generator,
+    patients: list[_Patient],
+    cal: _Calibration,
+    tested_fraction: float,
+    taken: set[str],
+) -> list[_Visit]:
+    """Visits per patient (1 + Poisson 0.6), exclusion by frailty and age, cath testing.
+
+    Shares are set so that ~35 % of ECGs are excluded and ``tested_fraction`` of the included
+    ECGs come from cath-tested visits (tested visits have more ECGs).
+    """
+    owner = np.repeat(np.arange(len(patients)), 1 + rng.poisson(0.6, len(patients)))
+    nv = owner.size
+    m_t, m_u, m_x = (1 + ECGS_PER_VISIT[g] for g in ("tested", "untested", "excluded"))
+    f = tested_fraction
+    p_test = f * m_u / (m_t * (1 - f) + f * m_u)
+    m_inc = p_test * m_t + (1 - p_test) * m_u
+    q = EXCLUDED_SHARE * m_inc / (m_x * (1 - EXCLUDED_SHARE) + EXCLUDED_SHARE * m_inc)
+    lin = np.array([0.9 * patients[p].frailty + 0.03 * (patients[p].age - 57.0) for p in owner])
+    e0 = brentq(lambda c: float(expit(c + lin).mean()) - q, -30, 30)
+    excluded = rng.random(nv) < expit(e0 + lin)
+    u = rng.random(nv)
+    tested = np.where(excluded, u < 0.03, u < p_test)
+    enc_ids = _unique_hex(rng, nv, 10, taken)
+    epoch = datetime(2110, 1, 1)
+    first: dict[int, datetime] = {}
+    last: dict[int, datetime] = {}
+    visits = []
+    for v in range(nv):
+        p = int(owner[v])
+        if p in last:
+            start = last[p] + timedelta(days=1 + float(rng.exponential(180.0)))
+        else:
+            start = epoch + timedelta(days=float(rng.uniform(0, 9.3 * 365)))
+            first[p] = start
+        start = start.replace(second=0, microsecond=0)
+        last[p] = start
+        group = "excluded" if excluded[v] else "tested" if tested[v] else "untested"
+        age = patients[p].age + (start - first[p]).days / 365.25
+        visits.append(
+            _make_visit(
+                rng,
+                patients[p],
+                group=group,
+                tested=bool(tested[v]),
+                enc_id="enc" + enc_ids[v],
+                start=start,
+                age=age,
+                cal=cal,
+            )  # fmt: skip
+        )
+    return visits
 
 
 def _ecg_spec(
     rng: np.random.Generator,
-    pat: _Patient,
+    visit: _Visit,
     *,
     index: int,
     ecg_id: str,
     stream: int,
     seed: int,
-    ischemia: Ischemia | None,
     root: Path,
 ) -> _EcgSpec:
+    """One recording of a visit: rhythm, rate, noise level, rare lead reversal."""
+    pat = visit.patient
     afib = pat.afib and rng.random() < 0.8
     hr = float(np.clip(pat.hr + rng.normal(0.0, 6.0) + (10.0 if afib else 0.0), 42.0, 165.0))
     noise = float(np.exp(rng.normal(0.0, 0.35)))
@@ -886,10 +1057,10 @@ def _ecg_spec(
         ecg_id=ecg_id,
         stream=stream,
         seed=seed,
-        morphology=pat.morphology,
+        morphology=visit.morphology,
         heart_rate=hr,
         rhythm="afib" if afib else "sinus",
-        ischemia=_scale_ischemia(ischemia, math.exp(rng.normal(0.0, 0.2))),
+        ischemia=_scale_ischemia(visit.ischemia, math.exp(rng.normal(0.0, 0.2))),
         noise=noise,
         lead_reversal=bool(rng.random() < 0.004),
         female=pat.female,
@@ -980,24 +1151,17 @@ def _encounter_row(
 
 
 def _truth_row(
-    ecg_id: str,
-    dataset: str,
-    risk: float,
-    acs: bool,
-    mace: bool,
-    ischemia: Ischemia | None,
-    rule: dict[str, bool],
-    duplicate_of: str,
+    spec: _EcgSpec, dataset: str, visit: _Visit, rule: dict[str, bool], duplicate_of: str
 ) -> dict:
     flagged = rule["has_st_eleva"] or rule["has_depress"] or rule["has_twave_inver"]
     return {
-        "ecg_id": ecg_id,
+        "ecg_id": spec.ecg_id,
         "dataset": dataset,
-        "oracle_risk": round(risk, 6),
-        "acs": int(acs),
-        "mace": int(mace),
-        "territory": ischemia.territory if ischemia is not None else "none",
-        "subtle": bool(ischemia is not None and not flagged),
+        "oracle_risk": round(visit.risk, 6),
+        "acs": int(visit.acs),
+        "mace": int(visit.mace),
+        "territory": spec.ischemia.territory if spec.ischemia is not None else "none",
+        "subtle": bool(spec.ischemia is not None and not flagged),
         "duplicate_of": duplicate_of,
     }
 
@@ -1025,6 +1189,10 @@ def _run(specs: list[_EcgSpec], workers: int) -> list[_EcgResult]:
         return list(pool.map(_synth_one, specs, chunksize=chunk))
 
 
+def _write_csv(rows: list[dict], cols: tuple[str, ...], path: Path) -> None:
+    pd.DataFrame(rows, columns=list(cols)).to_csv(path, index=False, lineterminator="\n")
+
+
 def generate(
     out_dir: Path,
     n_patients: int,
@@ -1037,10 +1205,10 @@ def generate(
     """Write a synthetic cohort under ``out_dir`` (layout in the module docstring).
 
     ``tested_fraction``: share of included ECGs from cath-tested visits. ``n_holdout``: number
-    of holdout ECGs (default 10 % of the v1 ECGs). ``workers > 1`` renders waveforms in a
-    process pool (same bytes). An existing cohort under ``out_dir`` is replaced only with
-    ``overwrite``. The files appear atomically: everything is written to a staging folder
-    that is renamed into place at the end.
+    of holdout ECGs (default 10 % of the v1 ECGs), each from a new patient, half of them from
+    cath-tested visits. ``workers > 1`` renders the waveforms in a process pool (same bytes).
+    An existing cohort under ``out_dir`` is replaced only with ``overwrite``. Everything is
+    written to a staging folder that is renamed into place at the end.
     """
     t_start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -1061,175 +1229,81 @@ def generate(
     if stage.exists():
         shutil.rmtree(stage)
     v1_dir, ho_dir = stage / DATASET / "v1", stage / DATASET / "holdout"
+    (ho_dir / "ecg-waveforms-npz").mkdir(parents=True)
     v1_dir.mkdir(parents=True)
-    ho_dir.mkdir(parents=True)
 
     cal = _calibrate()
     rng = np.random.default_rng([seed, 0])
     taken: set[str] = set()
-    pids = _unique_hex(rng, n_patients, 8, taken)
-    patients, patient_rows = [], []
-    for pid in pids:
-        pat, row = _draw_patient(rng, "pat" + pid)
-        patients.append(pat)
-        patient_rows.append(row)
+    patients = [_draw_patient(rng, "pat" + h) for h in _unique_hex(rng, n_patients, 8, taken)]
+    visits = _draw_visits(rng, patients, cal, tested_fraction, taken)
 
-    # Visits: exclusion (frailty, age), cath testing, latent z, labels.
-    m_t, m_u = 1 + ECGS_PER_VISIT["tested"], 1 + ECGS_PER_VISIT["untested"]
-    p_test = tested_fraction * m_u / (m_t * (1 - tested_fraction) + tested_fraction * m_u)
-    visit_pat: list[int] = []
-    for p, _pat in enumerate(patients):
-        visit_pat += [p] * (1 + int(rng.poisson(0.6)))
-    nv = len(visit_pat)
-    vp = np.array(visit_pat)
-    frail = np.array([patients[p].frailty for p in vp])
-    age0 = np.array([patients[p].age for p in vp])
-    excl_lin = 0.9 * frail + 0.03 * (age0 - 57.0)
-    m_x = 1 + ECGS_PER_VISIT["excluded"]
-    # visit share q so that ~35 % of ECGs are excluded
-    q = EXCLUDED_SHARE * m_u / (m_x * (1 - EXCLUDED_SHARE) + EXCLUDED_SHARE * m_u)
-    e0 = brentq(lambda c: expit(c + excl_lin).mean() - q, -30, 30)
-    excluded = rng.random(nv) < expit(e0 + excl_lin)
-    tested = np.where(excluded, rng.random(nv) < 0.03, rng.random(nv) < p_test)
-    group = np.where(excluded, "excluded", np.where(tested, "tested", "untested"))
-    cad = np.array([patients[p].cad for p in vp])
-    z = np.array([Z_MEAN[g] for g in group]) + 0.5 * cad + math.sqrt(0.75) * rng.normal(size=nv)
-    risk = cal.risk(z)
-    acs = tested & (rng.random(nv) < risk)
-    mace_lin = z + 0.5 * frail
-    p_mace = np.where(
-        excluded,
-        expit(cal.mace_excluded + mace_lin),
-        np.where(tested, expit(cal.mace_tested_neg + z), expit(cal.mace_untested + mace_lin)),
-    )
-    mace = np.where(acs, rng.random(nv) < MACE_GIVEN_ACS, rng.random(nv) < p_mace)
-    excl_death = excluded & (rng.random(nv) < 0.12)
-    mace |= excl_death
-    n_ecg_visit = 1 + rng.poisson([ECGS_PER_VISIT[g] for g in group])
-
-    enc_ids = _unique_hex(rng, nv, 10, taken)
-    visit_rows: list[dict] = []
-    visit_isch: list[Ischemia | None] = []
-    visit_start: list[datetime] = []
-    epoch = datetime(2110, 1, 1)
-    last_date: dict[int, datetime] = {}
-    first_date: dict[int, datetime] = {}
-    for v in range(nv):
-        p = int(vp[v])
-        pat = patients[p]
-        if p in last_date:
-            start = last_date[p] + timedelta(days=1 + float(rng.exponential(180.0)))
-        else:
-            start = epoch + timedelta(days=float(rng.uniform(0, 9.3 * 365)))
-            first_date[p] = start
-        start = start.replace(microsecond=0, second=0)
-        last_date[p] = start
-        visit_start.append(start)
-        visit_isch.append(_visit_ischemia(rng, float(z[v])))
-        age = pat.age + (start - first_date[p]).days / 365.25
-        visit_rows.append(
-            _encounter_row(
-                rng,
-                pid=pat.pid,
-                enc_id="enc" + enc_ids[v],
-                start=start,
-                age=age,
-                excluded=bool(excluded[v]),
-                tested=bool(tested[v]),
-                acs=bool(acs[v]),
-                mace=bool(mace[v]),
-                death=bool(excl_death[v]),
-                z=float(z[v]),
-            )
-        )
-
-    # ECGs of v1, then holdout (new patients, one ECG each).
-    n_v1 = int(n_ecg_visit.sum())
+    # v1 ECGs; ~1 % are byte copies of an earlier ECG of the same visit.
+    n_v1 = sum(v.n_ecgs for v in visits)
     ecg_hex = _unique_hex(rng, n_v1, 10, taken)
+    p_dup = DUPLICATE_SHARE * n_v1 / max(1, n_v1 - len(visits))
     specs: list[_EcgSpec] = []
-    ecg_visit: list[int] = []
-    ecg_dates: list[datetime] = []
-    duplicate_of: list[int] = []
-    p_dup = DUPLICATE_SHARE * n_v1 / max(1, n_v1 - nv)
-    i = 0
-    for v in range(nv):
-        pat = patients[int(vp[v])]
-        t = visit_start[v] + timedelta(minutes=float(rng.uniform(3, 40)))
-        first = i
-        for k in range(int(n_ecg_visit[v])):
-            if k:
-                t = t + timedelta(minutes=float(rng.uniform(15, 240)))
-            ecg_id = "ecg" + ecg_hex[i]
-            spec = _ecg_spec(rng, pat, index=i, ecg_id=ecg_id, stream=1, seed=seed,
-                             ischemia=visit_isch[v], root=v1_dir)  # fmt: skip
-            dup = -1
-            if k and rng.random() < p_dup:
-                dup = int(rng.integers(first, i))
-            specs.append(spec)
-            ecg_visit.append(v)
-            ecg_dates.append(t.replace(microsecond=0) if dup < 0 else ecg_dates[dup])
-            duplicate_of.append(dup)
-            i += 1
+    ecg_visit: list[_Visit] = []
+    dates: list[datetime] = []
+    dup_of: list[int] = []
+    for visit in visits:
+        first = len(specs)
+        t = visit.start + timedelta(minutes=float(rng.uniform(3, 40)))
+        for k in range(visit.n_ecgs):
+            i = len(specs)
+            t = t + timedelta(minutes=float(rng.uniform(15, 240))) if k else t
+            specs.append(_ecg_spec(rng, visit, index=i, ecg_id="ecg" + ecg_hex[i], stream=1,
+                                   seed=seed, root=v1_dir))  # fmt: skip
+            d = int(rng.integers(first, i)) if k and rng.random() < p_dup else -1
+            dup_of.append(d)
+            dates.append(dates[d] if d >= 0 else t)
+            ecg_visit.append(visit)
 
+    # Holdout: new patients, one ECG each, half from cath-tested visits.
     nh = int(round(0.1 * n_v1)) if n_holdout is None else int(n_holdout)
-    hpids = _unique_hex(rng, nh, 8, taken)
-    hhex = _unique_hex(rng, nh, 10, taken)
-    h_tested = rng.random(nh) < HOLDOUT_TESTED_SHARE
-    h_specs, h_truth = [], []
+    h_pids, h_hex = _unique_hex(rng, nh, 8, taken), _unique_hex(rng, nh, 10, taken)
+    h_visits, h_specs = [], []
     for h in range(nh):
-        pat, _ = _draw_patient(rng, "pat" + hpids[h])
-        g = "tested" if h_tested[h] else "untested"
-        zh = Z_MEAN[g] + 0.5 * pat.cad + math.sqrt(0.75) * float(rng.normal())
-        rh = float(cal.risk(np.array(zh)))
-        acs_h = bool(h_tested[h] and rng.random() < rh)
-        if acs_h:
-            mace_h = bool(rng.random() < MACE_GIVEN_ACS)
-        elif h_tested[h]:
-            mace_h = bool(rng.random() < expit(cal.mace_tested_neg + zh))
-        else:
-            mace_h = bool(rng.random() < expit(cal.mace_untested + zh + 0.5 * pat.frailty))
-        isch = _visit_ischemia(rng, zh)
-        h_specs.append(_ecg_spec(rng, pat, index=h, ecg_id="ecg" + hhex[h], stream=2, seed=seed,
-                                 ischemia=isch, root=ho_dir))  # fmt: skip
-        h_truth.append((rh, acs_h, mace_h, isch))
+        pat = _draw_patient(rng, "pat" + h_pids[h])
+        tested = bool(rng.random() < HOLDOUT_TESTED_SHARE)
+        visit = _make_visit(
+            rng, pat, group="tested" if tested else "untested", tested=tested, enc_id="",
+            start=datetime(2120, 1, 1), age=pat.age, cal=cal,
+        )  # fmt: skip
+        h_visits.append(visit)
+        h_specs.append(_ecg_spec(rng, visit, index=h, ecg_id="ecg" + h_hex[h], stream=2,
+                                 seed=seed, root=ho_dir))  # fmt: skip
 
-    # Render (duplicates are copied afterwards, byte for byte).
-    originals = [s for s, d in zip(specs, duplicate_of, strict=True) if d < 0]
+    # Render; duplicates are copied afterwards, byte for byte.
+    originals = [s for s, d in zip(specs, dup_of, strict=True) if d < 0]
     results = {r.index: r for r in _run(originals, workers)}
-    h_results = {r.index: r for r in _run(h_specs, workers)}
+    h_results = _run(h_specs, workers)
     legacy = np.empty((n_v1, 3, 1000), dtype=np.float32)
-    meta_rows, truth_rows, link_rows = [], [], []
+    meta_rows, truth_rows = [], []
     for i, spec in enumerate(specs):
-        v = ecg_visit[i]
-        d = duplicate_of[i]
-        src = results[d if d >= 0 else i]
+        d = dup_of[i]
+        res = results[d if d >= 0 else i]
         if d >= 0:
             Path(spec.path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(specs[d].path, spec.path)
-        legacy[i] = src.legacy
-        pat = patients[int(vp[v])]
-        meta_rows.append({"patient_ngsci_id": pat.pid, "ecg_id": spec.ecg_id,
-                          "date": _fmt(ecg_dates[i]), **src.metadata})  # fmt: skip
-        link_rows.append({"ecg_id": spec.ecg_id, "ed_enc_id": visit_rows[v]["ed_enc_id"]})
-        truth_rows.append(_truth_row(spec.ecg_id, "v1", float(risk[v]), bool(acs[v]),
-                                     bool(mace[v]), spec.ischemia, src.rule,
-                                     specs[d].ecg_id if d >= 0 else ""))  # fmt: skip
-    for h, spec in enumerate(h_specs):
-        rh, acs_h, mace_h, _ = h_truth[h]
-        truth_rows.append(_truth_row(spec.ecg_id, "holdout", rh, acs_h, mace_h, spec.ischemia,
-                                     h_results[h].rule, ""))  # fmt: skip
+        legacy[i] = res.legacy
+        meta_rows.append({"patient_ngsci_id": ecg_visit[i].patient.pid, "ecg_id": spec.ecg_id,
+                          "date": _fmt(dates[i]), **res.metadata})  # fmt: skip
+        dup_id = specs[d].ecg_id if d >= 0 else ""
+        truth_rows.append(_truth_row(spec, "v1", ecg_visit[i], res.rule, dup_id))
+    for spec, visit, res in zip(h_specs, h_visits, h_results, strict=True):
+        truth_rows.append(_truth_row(spec, "holdout", visit, res.rule, ""))
 
-    def csv(rows: list[dict], cols: tuple[str, ...], path: Path) -> None:
-        pd.DataFrame(rows, columns=list(cols)).to_csv(path, index=False, lineterminator="\n")
-
-    csv(patient_rows, PATIENT_COLUMNS, v1_dir / "patient.csv")
-    csv(meta_rows, METADATA_COLUMNS, v1_dir / "ecg-metadata.csv")
-    csv(link_rows, ("ecg_id", "ed_enc_id"), v1_dir / "ecg-ed-enc.csv")
-    csv(visit_rows, ENCOUNTER_COLUMNS, v1_dir / "ed-encounter.csv")
-    csv([{"ecg_id": s.ecg_id, "npy_index": k} for k, s in enumerate(specs)],
-        ("ecg_id", "npy_index"), v1_dir / "ecg-npy-index.csv")  # fmt: skip
+    _write_csv([p.row for p in patients], PATIENT_COLUMNS, v1_dir / "patient.csv")
+    _write_csv(meta_rows, METADATA_COLUMNS, v1_dir / "ecg-metadata.csv")
+    _write_csv([{"ecg_id": s.ecg_id, "ed_enc_id": v.row["ed_enc_id"]}
+                for s, v in zip(specs, ecg_visit, strict=True)],
+               ("ecg_id", "ed_enc_id"), v1_dir / "ecg-ed-enc.csv")  # fmt: skip
+    _write_csv([v.row for v in visits], ENCOUNTER_COLUMNS, v1_dir / "ed-encounter.csv")
+    _write_csv([{"ecg_id": s.ecg_id, "npy_index": k} for k, s in enumerate(specs)],
+               ("ecg_id", "npy_index"), v1_dir / "ecg-npy-index.csv")  # fmt: skip
     np.save(v1_dir / "ecg-waveform.npy", legacy)
-    csv(truth_rows, TRUTH_COLUMNS, stage / "synthetic-truth.csv")
+    _write_csv(truth_rows, TRUTH_COLUMNS, stage / "synthetic-truth.csv")
 
     if overwrite:
         if final_ds.exists():
@@ -1247,7 +1321,7 @@ def generate(
         n_patients=n_patients,
         n_ecgs=n_v1,
         n_holdout=nh,
-        n_duplicates=sum(d >= 0 for d in duplicate_of),
+        n_duplicates=sum(d >= 0 for d in dup_of),
         seconds=time.perf_counter() - t_start,
     )
 

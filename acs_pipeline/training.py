@@ -179,10 +179,17 @@ class ArrayDataset(Dataset):
 
     ``ds[i]`` gives one sample; ``ds[list_of_indices]`` gives a whole batch from one numpy
     slice (contiguous indices) or fancy-index, which is what ``EpochBatchSampler`` feeds it.
-    Samples come out as float32 tensors whatever the stored dtype (float16 memmaps are fine).
+    Samples come out as ``out_dtype`` tensors (float32; ``None`` keeps the stored dtype, e.g.
+    float16 to halve host-to-GPU copies and convert on the device). float16 memmaps are fine.
     """
 
-    def __init__(self, x: np.ndarray, y: np.ndarray | None = None, split: str = "data") -> None:
+    def __init__(
+        self,
+        x: np.ndarray,
+        y: np.ndarray | None = None,
+        split: str = "data",
+        out_dtype: type | np.dtype | None = np.float32,
+    ) -> None:
         if not isinstance(x, np.ndarray) or x.ndim != 3:
             shape = getattr(x, "shape", None)
             raise TrainingDataError(f"{split}: expected an (N, C, L) numpy array, got {shape}")
@@ -191,6 +198,16 @@ class ArrayDataset(Dataset):
         self.x = x
         self.y = _as_labels(y, len(x), split)
         self.split = split
+        self.out_dtype = np.dtype(out_dtype) if out_dtype is not None else x.dtype
+
+    def _convert(self, a: np.ndarray) -> Tensor:
+        # numpy's float16 -> float32 conversion beats torch's on CPU; a gathered batch is
+        # already a fresh array, so only a slice of a read-only memmap needs a copy
+        if a.dtype != self.out_dtype:
+            a = a.astype(self.out_dtype)
+        elif not a.flags.writeable or not a.flags.c_contiguous:
+            a = np.array(a, order="C")
+        return torch.from_numpy(a)
 
     def __len__(self) -> int:
         return len(self.x)
@@ -205,12 +222,12 @@ class ArrayDataset(Dataset):
 
     def __getitem__(self, index: int | Sequence[int] | np.ndarray) -> Any:
         if isinstance(index, int | np.integer):
-            xb = torch.from_numpy(self.x[index].astype(np.float32))
+            xb = self._convert(self.x[index])
             if self.y is None:
                 return xb
             return xb, torch.tensor(self.y[index])
         xs, sel = self._rows(index)
-        xb = torch.from_numpy(xs.astype(np.float32))
+        xb = self._convert(xs)
         if self.y is None:
             return xb
         return xb, torch.from_numpy(self.y[sel].copy())
@@ -294,7 +311,11 @@ def make_loader(
 
 
 class ECGDataModule(L.LightningDataModule):
-    """Train / validation / predict arrays as loaders; pinned memory and workers only on GPU."""
+    """Train / validation / predict arrays as loaders; pinned memory and workers only on GPU.
+
+    With ``device_cast`` (default: when CUDA is present) batches keep the stored dtype (float16)
+    on the way to the GPU and ``ECGClassifier`` converts them there to float32.
+    """
 
     def __init__(
         self,
@@ -305,15 +326,17 @@ class ECGDataModule(L.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
         pin_memory: bool | None = None,
+        device_cast: bool | None = None,
     ) -> None:
         super().__init__()
-        self.train_ds = ArrayDataset(train[0], train[1], "train") if train is not None else None
-        self.val_ds = ArrayDataset(val[0], val[1], "val") if val is not None else None
+        gpu = torch.cuda.is_available()
+        out = None if (gpu if device_cast is None else device_cast) else np.float32
+        self.train_ds = ArrayDataset(*train, "train", out) if train is not None else None
+        self.val_ds = ArrayDataset(*val, "val", out) if val is not None else None
         self.predict_ds = (
-            ArrayDataset(predict_x, None, "predict") if predict_x is not None else None
+            ArrayDataset(predict_x, None, "predict", out) if predict_x is not None else None
         )
         self.batch_size, self.seed = batch_size, seed
-        gpu = torch.cuda.is_available()
         self.pin_memory = gpu if pin_memory is None else pin_memory
         self.num_workers = num_workers if gpu else 0
 
@@ -367,8 +390,11 @@ def check_trainable(y_train: np.ndarray, y_val: np.ndarray, min_pos: int = 2) ->
 
 
 def _logits(model: nn.Module, x: Tensor) -> Tensor:
-    """``model(x)`` as float32 logits of shape (B,); (B, 1) is accepted and squeezed."""
-    logits = model(x)
+    """``model(x)`` as float32 logits of shape (B,); (B, 1) is accepted and squeezed.
+
+    ``x`` is cast to float32 first, so float16 batches are converted where they are (the GPU).
+    """
+    logits = model(x.float())
     if logits.ndim == 2 and logits.shape[1] == 1:
         logits = logits[:, 0]
     if logits.shape != (x.shape[0],):
@@ -622,7 +648,7 @@ def _hash_state(sd: Mapping[str, Tensor] | None) -> str | None:
         return None
     h = hashlib.sha256()
     for k in sorted(sd):
-        t = sd[k].detach().cpu().contiguous()
+        t = sd[k].detach().cpu().contiguous().reshape(-1)
         h.update(f"{k}|{tuple(t.shape)}|{t.dtype}".encode())
         h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     return h.hexdigest()[:16]
@@ -794,6 +820,7 @@ def fit(
                 raise RunStateMismatchError(
                     f"init_state_dict does not fit {type(net).__name__}: {e}"
                 ) from e
+        logger = _make_logger(config, out_dir)  # fails early if its package is missing
         _atomic_write_text(out_dir / STATE_FILE, json.dumps({**fp, "finished": False}, indent=1))
 
         module = ECGClassifier(
@@ -805,7 +832,15 @@ def fit(
             config.plateau_patience,
             config.plateau_factor,
         )
-        dm = ECGDataModule(train, val, None, config.batch_size, config.num_workers, config.seed)
+        dm = ECGDataModule(
+            train,
+            val,
+            None,
+            config.batch_size,
+            config.num_workers,
+            config.seed,
+            device_cast=config.uses_cuda,
+        )
         history = _EpochHistory(metrics_csv)
         # Lightning >= 2.6 writes last.ckpt only when a top-k checkpoint is written at the same
         # step, so a second, unmonitored checkpoint callback writes last.ckpt every epoch. It
@@ -843,7 +878,7 @@ def fit(
                 (True if not config.uses_cuda else "warn") if config.deterministic else False
             ),
             callbacks=cbs,
-            logger=_make_logger(config, out_dir),
+            logger=logger,
             default_root_dir=str(out_dir),
             enable_progress_bar=False,
             enable_model_summary=False,
@@ -967,8 +1002,8 @@ def predict(
     is CUDA when present; ``autocast_bf16`` is off by default because bf16 logits tie often,
     which biases AUROC. The model's device and train/eval mode are restored afterwards.
     """
-    ds = ArrayDataset(x, None, "predict")
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    ds = ArrayDataset(x, None, "predict", None if dev.type == "cuda" else np.float32)
     params = list(model.parameters())
     old_dev = params[0].device if params else torch.device("cpu")
     was_training = model.training
@@ -978,7 +1013,7 @@ def predict(
         with torch.inference_mode():
             for start in range(0, len(ds), batch_size):
                 idx = range(start, min(start + batch_size, len(ds)))
-                xb = ds[list(idx)].to(dev, non_blocking=True)
+                xb = ds[list(idx)].to(dev).float()  # float16 is converted on the GPU
                 if transform is not None:
                     xb = transform(xb)
                 ctx = (

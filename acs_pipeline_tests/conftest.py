@@ -8,7 +8,7 @@ import pytest
 
 from acs_pipeline_tests.s3_fixtures import s3_bucket, s3_server  # noqa: F401
 
-TINY_PATIENTS = 90
+TINY_PATIENTS = 250
 TINY_SEED = 3
 
 

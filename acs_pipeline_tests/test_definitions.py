@@ -30,8 +30,10 @@ def test_expected_assets_and_metadata_conventions():
         assert spec.group_name and spec.group_name != "default", f"{key} has no group"
         assert spec.kinds, f"{key} has no kinds"
         assert spec.description, f"{key} has no description"
+    pools = {k.to_user_string(): a.node_def.pools for a in d.assets for k in a.keys}
     for m in MODELS:
-        assert specs[f"{m}/acs_checkpoint"].pool == "gpu"
+        assert pools[f"{m}/acs_checkpoint"] == {"gpu"}
+        assert pools[f"{m}/mace_checkpoint"] == {"gpu"}
         deps = {d.asset_key.to_user_string() for d in specs[f"{m}/acs_checkpoint"].deps}
         assert f"{m}/mace_checkpoint" in deps
 

@@ -25,7 +25,9 @@ from typing import Any
 
 import pytest
 import yaml
+from click.testing import CliRunner
 from dagster import DagsterInstance
+from dagster._cli import cli as dagster_cli
 from dagster._config import process_config
 from dagster._core.errors import DagsterInvalidConfigError
 from dagster._core.instance.config import dagster_instance_config
@@ -132,6 +134,7 @@ def validate_instance_file(path: Path) -> dict[str, Any]:
 def sqlite_copy(config: Mapping[str, Any], home: Path) -> Path:
     """Write `config` into `home/dagster.yaml` with SQLite storage and local paths under home."""
     local = copy.deepcopy(dict(config))
+    home.mkdir(parents=True, exist_ok=True)
     local["storage"] = {"sqlite": {"base_dir": str(home / "db")}}
     for section in ("local_artifact_storage", "compute_logs"):
         block = local.get(section)
@@ -172,13 +175,17 @@ def compose_env(service: Mapping[str, Any]) -> dict[str, Any]:
     return env
 
 
-def ecs_json(name: str) -> dict[str, Any]:
-    text = (DOCKER / "ecs" / name).read_text()
+def render_ecs(text: str, name: str) -> dict[str, Any]:
+    """Substitute the documented `${VAR}` placeholders and parse the JSON."""
     try:
         rendered = string.Template(text).substitute(ECS_PLACEHOLDERS)
     except KeyError as err:
         raise DeploymentConfigError(f"ecs/{name}: undocumented placeholder {err}") from err
     return json.loads(rendered)
+
+
+def ecs_json(name: str) -> dict[str, Any]:
+    return render_ecs((DOCKER / "ecs" / name).read_text(), name)
 
 
 def container(task_definition: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,9 +237,9 @@ def test_every_ecs_json_renders_with_the_documented_placeholders(path: Path) -> 
     assert ("containerDefinitions" in rendered) != ("Statement" in rendered)
 
 
-def test_an_undocumented_placeholder_is_reported(tmp_path: Path) -> None:
-    with pytest.raises(KeyError):
-        string.Template('{"a": "${NOT_DOCUMENTED}"}').substitute(ECS_PLACEHOLDERS)
+def test_an_undocumented_placeholder_is_reported() -> None:
+    with pytest.raises(DeploymentConfigError, match="NOT_DOCUMENTED"):
+        render_ecs('{"image": "${NOT_DOCUMENTED}"}', "task-definition-x.json")
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,22 +314,35 @@ def test_instance_loads_with_the_settings_we_wrote(
             assert type(instance.compute_log_manager).__name__ == "S3ComputeLogManager"
 
 
-def test_init_script_sets_the_gpu_pool_limit(instance_env: dict, tmp_path: Path) -> None:
-    home = sqlite_copy(load_yaml(DOCKER / "dagster.yaml"), tmp_path)
-    env = {
-        **os.environ,
-        "DAGSTER_HOME": str(home),
-        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
-    }
+def test_init_script_sets_the_gpu_pool_limit(
+    instance_env: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run init_instance.sh with a `dagster` shim that records each call, then replay the calls
+    through the real Dagster CLI in this process (a fresh `dagster` process per call is slow)."""
+    shim_dir = tmp_path / "bin"
+    shim_dir.mkdir()
+    calls = tmp_path / "calls.jsonl"
+    shim = shim_dir / "dagster"
+    shim.write_text(
+        f"#!{sys.executable}\n"
+        "import json, sys\n"
+        f"open({str(calls)!r}, 'a').write(json.dumps(sys.argv[1:]) + '\\n')\n"
+    )
+    shim.chmod(0o755)
+    env = {**os.environ, "PATH": f"{shim_dir}{os.pathsep}{os.environ.get('PATH', '')}"}
     env.pop("ACS_GPU_POOL_LIMIT", None)
     done = subprocess.run(
-        ["sh", str(DOCKER / "init_instance.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+        ["sh", str(DOCKER / "init_instance.sh")], env=env, capture_output=True, text=True
     )
     assert done.returncode == 0, done.stderr
+    recorded = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert recorded == [["instance", "migrate"], ["instance", "concurrency", "set", "gpu", "1"]]
+
+    home = sqlite_copy(load_yaml(DOCKER / "dagster.yaml"), tmp_path / "home")
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    for args in recorded:
+        result = CliRunner().invoke(dagster_cli, args)
+        assert result.exit_code == 0, (args, result.output, result.exception)
     with DagsterInstance.from_config(str(home)) as instance:
         assert instance.event_log_storage.get_concurrency_info("gpu").slot_count == 1
 
@@ -562,7 +582,9 @@ def test_dockerfile_copies_existing_paths_and_runs_unprivileged(name: str) -> No
     users = docker_args(path, "USER")
     assert users and users[-1] not in ("root", "0")
     ignore = (DOCKER / f"{name}.dockerignore").read_text().splitlines()
-    assert {"*", "!pyproject.toml", "!acs_pipeline/", "!docker/"} <= set(ignore)
+    assert {"*", "!pyproject.toml", "!constraints.txt", "!acs_pipeline/", "!docker/"} <= set(ignore)
+    # the pip installs use the versions the test suite runs with
+    assert "-c constraints.txt" in " ".join(docker_args(path, "RUN")).replace("/tmp/", "")
 
 
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
@@ -572,6 +594,7 @@ def test_code_images_serve_the_code_location(name: str) -> None:
     assert cmd == ["dagster", "api", "grpc", "-m", MODULE, "-h", "0.0.0.0", "-p", str(GRPC_PORT)]
     assert MODULE == "acs_pipeline.definitions"
     runs = " ".join(docker_args(path, "RUN"))
+    assert "pip install -c constraints.txt ." in runs
     assert "pip install --no-deps ." in runs
     assert pinned("torch") in runs  # the torch wheel matches the project's pin
     assert f"DAGSTER_HOME={DAGSTER_HOME}" in " ".join(docker_args(path, "ENV"))
@@ -584,7 +607,8 @@ def test_cpu_image_uses_the_cpu_torch_wheel() -> None:
     torch_install = next(run for run in runs if "torch==" in run)
     assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
     # the torch wheel must be in place before the project's dependencies are resolved
-    assert runs.index(torch_install) < next(i for i, r in enumerate(runs) if "pip install ." in r)
+    project_install = next(i for i, r in enumerate(runs) if "constraints.txt ." in r)
+    assert runs.index(torch_install) < project_install
 
 
 def test_gpu_image_is_based_on_cuda_pytorch() -> None:

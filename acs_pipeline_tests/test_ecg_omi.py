@@ -12,6 +12,15 @@ from acs_pipeline.models.registry import (
 )
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def test_layout_and_parameter_count_equal_reference():
     model = ECGOMI()
     assert list(state_layout(model).items()) == list(reference_layout("ecg_omi").items())
@@ -25,9 +34,13 @@ def test_forward_shapes_and_feature_lengths():
     for profile in ("paper", "smoke"):
         model = build_model("ecg_omi", profile)
         assert type(model) is ECGOMI
-        lengths = {}
-        model.conv1.register_forward_hook(lambda _m, _i, o: lengths.__setitem__("c1", o.shape))
-        model.conv2.register_forward_hook(lambda _m, _i, o: lengths.__setitem__("c2", o.shape))
+        lengths: dict[str, tuple[int, ...]] = {}
+
+        def record(name: str, store: dict = lengths):
+            return lambda _m, _i, output: store.__setitem__(name, tuple(output.shape))
+
+        model.conv1.register_forward_hook(record("c1"))
+        model.conv2.register_forward_hook(record("c2"))
         out = model.train()(torch.randn(2, 3, 5000))
         assert out.shape == (2,)
         assert lengths == {"c1": (2, 24, 2500), "c2": (2, 48, 100)}

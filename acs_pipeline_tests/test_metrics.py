@@ -256,7 +256,9 @@ def test_subgroup_auroc_values_order_and_reasons():
     assert by["F"]["auroc"] == pytest.approx(roc_auc_score(y[mask], s[mask]))
     assert by["F"]["n"] == mask.sum() and by["F"]["positives"] == y[mask].sum()
     assert np.isnan(by["X"]["auroc"]) and by["X"]["reason"] == "n < 20"
-    one = M.subgroup_auroc(np.r_[np.zeros(30), np.ones(30)], np.arange(60.0), ["a"] * 30 + ["b"] * 30)
+    one = M.subgroup_auroc(
+        np.r_[np.zeros(30), np.ones(30)], np.arange(60.0), ["a"] * 30 + ["b"] * 30
+    )
     assert all(r["reason"] == "only one class" and np.isnan(r["auroc"]) for r in one)
 
 

@@ -77,3 +77,38 @@ def test_cli_materializes_the_graph(tiny_cohort, tmp_path):
     out = subprocess.run([sys.executable, "-m", "acs_pipeline", "report-path", "--storage",
                           str(storage)], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == str(storage / "reports/evaluation_report.html")
+
+
+def test_data_assets_with_raw_data_and_storage_on_s3(tiny_cohort, s3_server, s3_bucket):
+    from acs_pipeline_tests.s3_fixtures import upload_tree
+
+    upload_tree(s3_server, s3_bucket, "ed-bwh-ecg", tiny_cohort / "ed-bwh-ecg")
+    env = {
+        "ACS_RAW_URI": f"s3://{s3_bucket}/ed-bwh-ecg/v1",
+        "ACS_HOLDOUT_URI": f"s3://{s3_bucket}/ed-bwh-ecg/holdout",
+        "ACS_STORAGE_URI": f"s3://{s3_bucket}/storage",
+        "AWS_ENDPOINT_URL": s3_server,
+    }
+    d = defs()
+    result = dg.materialize(
+        [*d.assets, *d.asset_checks], selection=dg.AssetSelection.groups("raw", "cohort",
+                                                                        "tensors"),
+        resources=resources_from_env(env), instance=dg.DagsterInstance.ephemeral())
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    m = meta(result, "ecg_3by4")
+    assert str(m["uri"]).startswith(f"s3://{s3_bucket}/storage/tensors/ecg_3by4")
+    listed = len(list((tiny_cohort / "ed-bwh-ecg/v1/ecg-waveforms-npz").rglob("*.npz")))
+    assert m["dagster/row_count"] + m["rejected"] == listed
+
+
+def test_missing_raw_root_is_a_clear_error(tmp_path):
+    env = env_for(tmp_path / "nowhere", tmp_path / "storage")
+    d = defs()
+    result = dg.materialize([*d.assets], selection="ecg_manifest",
+                            resources=resources_from_env(env),
+                            instance=dg.DagsterInstance.ephemeral(), raise_on_error=False)
+    assert not result.success
+    failure = next(e for e in result.all_events if e.is_step_failure)
+    message = failure.event_specific_data.error.to_string()
+    assert str(tmp_path / "nowhere") in message

@@ -90,12 +90,29 @@ class RaiseAfter(Callback):
             raise Boom(f"interrupted after epoch {self.k}")
 
 
+class RecordEpochs(Callback):
+    def __init__(self) -> None:
+        self.sampler_epochs: list[int] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.sampler_epochs.append(trainer.train_dataloader.sampler.epoch)
+
+
 class CountBatches(Callback):
     def __init__(self) -> None:
         self.n = 0
 
     def on_train_batch_end(self, *args) -> None:
         self.n += 1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The tiny net gains nothing from threads; on a shared machine they only contend."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -141,6 +158,12 @@ def test_array_dataset_batches_match_single_samples(tmp_path: Path) -> None:
         singles = torch.stack([ds[i][0] for i in idx])
         assert torch.equal(xb, singles)
         assert torch.equal(yb, torch.tensor(y[idx]))
+    # GPU path: float16 batches travel as they are stored and become float32 on the device
+    dm = T.ECGDataModule((x, y), (x, y), batch_size=8, device_cast=True)
+    xb16, yb16 = next(iter(dm.val_dataloader()))
+    assert xb16.dtype == torch.float16 and torch.equal(xb16, torch.from_numpy(x[:8]))
+    clf = T.ECGClassifier(TinyNet())
+    assert torch.equal(clf(xb16), clf(ds[list(range(8))][0]))
     with pytest.raises(T.TrainingDataError, match="0/1"):
         T.ArrayDataset(x, np.full(20, 2.0))
     with pytest.raises(T.TrainingDataError, match=r"\(N, C, L\)"):
@@ -258,7 +281,9 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data) -> No
         T.fit(TinyNet, *data, tmp_path / "cut", c, callbacks=[RaiseAfter(1)])
     state = json.loads((tmp_path / "cut" / "run_state.json").read_text())
     assert state["finished"] is False
-    res = T.fit(TinyNet, *data, tmp_path / "cut", c)
+    rec = RecordEpochs()
+    res = T.fit(TinyNet, *data, tmp_path / "cut", c, callbacks=[rec])
+    assert rec.sampler_epochs == [2, 3]  # batches drawn in the order of the epochs they belong to
     assert res.resumed and res.start_epoch == 2 and res.epochs_run == 4
     assert res.global_step == full.global_step == 16
     assert weights_equal(T.load_weights(res.last_path), T.load_weights(full.last_path))
@@ -276,10 +301,13 @@ def test_killed_process_resumes_from_last_ckpt(tmp_path: Path, data) -> None:
         import json, sys, time
         from pathlib import Path
         import numpy as np
+        import torch
         from lightning.pytorch.callbacks import Callback
         sys.path.insert(0, {str(tmp_path)!r})
         from tiny_model import TinyNet
         from acs_pipeline.training import TrainConfig, fit
+
+        torch.set_num_threads(1)
 
         class Hang(Callback):
             def on_train_epoch_start(self, trainer, pl_module):
@@ -398,3 +426,20 @@ def test_fit_is_quiet(tmp_path: Path, data, capfd) -> None:
     T.fit(TinyNet, *data, tmp_path, cfg(max_epochs=1))
     out, err = capfd.readouterr()
     assert out == "" and err == ""
+
+
+def test_init_weights_with_scalar_buffers_are_fingerprinted(tmp_path: Path, data) -> None:
+    # BatchNorm keeps a 0-d ``num_batches_tracked`` buffer; fingerprinting must accept it
+    def bn_net() -> nn.Module:
+        return nn.Sequential(
+            nn.Conv1d(3, 4, 5), nn.BatchNorm1d(4), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
+            nn.Linear(4, 1),
+        )  # fmt: skip
+
+    torch.manual_seed(5)
+    init = bn_net().state_dict()
+    res = T.fit(bn_net, *data, tmp_path, cfg(max_epochs=1, lr=0.0), init_state_dict=init)
+    got = T.load_weights(res.best_path)
+    assert torch.equal(got["0.weight"], init["0.weight"])
+    assert int(got["1.num_batches_tracked"]) == 4  # 64 samples / batch 16, buffers still update
+    assert T.fit(bn_net, *data, tmp_path, cfg(max_epochs=1, lr=0.0), init_state_dict=init).reused

@@ -9,6 +9,9 @@ from acs_pipeline.defs.resources import RawDataResource
 from acs_pipeline.ingest import NPZ_DIR
 
 DATA_GROUPS = ("raw", "cohort", "tensors")
+# Runs that train: one at a time on the GPU (docker/dagster.yaml limits runs tagged
+# acs/resource=gpu), and run monitoring stops them after a week.
+GPU_RUN_TAGS = {"acs/resource": "gpu", "dagster/max_runtime": str(7 * 86400)}
 
 ingest_job = dg.define_asset_job(
     "ingest", selection=dg.AssetSelection.groups(*DATA_GROUPS),
@@ -16,14 +19,14 @@ ingest_job = dg.define_asset_job(
 train_job = dg.define_asset_job(
     "train", selection=dg.AssetSelection.groups("models"),
     description="Every model's MACE and ACS checkpoints (GPU pool).",
-    tags={"dagster/max_runtime": 7 * 86400})
+    tags=GPU_RUN_TAGS)
 evaluate_job = dg.define_asset_job(
     "evaluate", selection=dg.AssetSelection.groups("predictions", "evaluation"),
     description="Predictions, the evaluation report and the leaderboard submission.")
 full_job = dg.define_asset_job(
     "full", selection=dg.AssetSelection.all(),
     description="The whole benchmark, raw data to report.",
-    tags={"dagster/max_runtime": 7 * 86400})
+    tags=GPU_RUN_TAGS)
 
 weekly_full = dg.ScheduleDefinition(
     name="weekly_full", job=full_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from acs_pipeline import frames, report, submission
-from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_MANIFEST, cohort, holdout_manifest
+from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_MANIFEST
 from acs_pipeline.defs.model_assets import MODELS, PREDICTIONS, read_result
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.storage import Storage
@@ -85,7 +85,7 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple[report.Ev
     specs=[
         dg.AssetSpec("evaluation_report", group_name="evaluation", kinds={"html"},
                      code_version="1",
-                     deps=[cohort, *[[m, "validation_predictions"] for m in MODELS],
+                     deps=["cohort", *[[m, "validation_predictions"] for m in MODELS],
                            [BASELINE, "validation_predictions"]],
                      description="Self-contained HTML report: the paper-style table, ROC, PR, "
                                  "calibration, decision curves, subgroups, lineage."),
@@ -126,7 +126,7 @@ def _holdout_ids(st: Storage) -> list[str]:
 
 
 @dg.asset(group_name="evaluation", kinds={"csv"}, code_version="1",
-          deps=[holdout_manifest, cohort, *[[m, "holdout_predictions"] for m in MODELS]],
+          deps=["holdout_manifest", "cohort", *[[m, "holdout_predictions"] for m in MODELS]],
           description="Leaderboard CSVs, one per task (ACS, MACE) and model, validated before "
                       "they are written.")
 def leaderboard_submission(context: dg.AssetExecutionContext, storage: StorageResource,

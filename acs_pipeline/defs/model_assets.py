@@ -8,7 +8,7 @@ import dagster as dg
 import polars as pl
 
 from acs_pipeline import frames, ingest, stages
-from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_PREFIX, _md, cohort
+from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_PREFIX, _md
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.models.baseline import CLASSICAL_FLAGS, fit_logistic
 from acs_pipeline.models.registry import model_spec
@@ -99,17 +99,16 @@ def model_assets(model: str) -> list:
     tags = {"gpu": "true"}
 
     @dg.asset(key=[model, "mace_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=stages.STAGE_CODE_VERSION, deps=[cohort, view], pool="gpu",
-              retry_policy=TRAIN_RETRY, tags=tags, op_tags={"dagster/max_runtime": 86400},
+              code_version=stages.STAGE_CODE_VERSION, deps=["cohort", view], pool="gpu",
+              retry_policy=TRAIN_RETRY, tags=tags,
               description=f"{model} pre-trained on MACE in the untested cohort.")
     def mace_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
                         settings: PipelineSettings) -> dg.MaterializeResult:
         return _train(context, model, "mace", storage.get(), settings, None)
 
     @dg.asset(key=[model, "acs_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=stages.STAGE_CODE_VERSION, deps=[cohort, view, mace_checkpoint],
+              code_version=stages.STAGE_CODE_VERSION, deps=["cohort", view, mace_checkpoint],
               pool="gpu", retry_policy=TRAIN_RETRY, tags=tags,
-              op_tags={"dagster/max_runtime": 86400},
               description=f"{model} fine-tuned on ACS in the tested cohort from the MACE "
                           "weights.")
     def acs_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -118,7 +117,7 @@ def model_assets(model: str) -> list:
         return _train(context, model, "acs", st, settings, read_result(st, model, "mace"))
 
     @dg.asset(key=[model, "validation_predictions"], group_name="predictions",
-              kinds={"pytorch", "csv"}, code_version="1", deps=[acs_checkpoint, cohort, view],
+              kinds={"pytorch", "csv"}, code_version="1", deps=[acs_checkpoint, "cohort", view],
               description=f"{model} ACS probabilities on the tested cohort's validation split.")
     def validation_predictions(storage: StorageResource) -> dg.MaterializeResult:
         st = storage.get()
@@ -157,16 +156,10 @@ def model_assets(model: str) -> list:
     return [mace_checkpoint, acs_checkpoint, validation_predictions, holdout_predictions]
 
 
-ALL_MODEL_ASSETS = [a for m in MODELS for a in model_assets(m)]
-
-
-@dg.definitions
-def models() -> dg.Definitions:
-    return dg.Definitions(assets=ALL_MODEL_ASSETS)
 
 
 @dg.asset(key=["logistic_baseline", "validation_predictions"], group_name="predictions",
-          kinds={"scikitlearn", "csv"}, code_version="1", deps=[cohort],
+          kinds={"scikitlearn", "csv"}, code_version="1", deps=["cohort"],
           description="Unpenalised logistic regression on the four classical ECG flags, fit on "
                       "the tested cohort's training split.")
 def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeResult:
@@ -189,3 +182,11 @@ def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeRes
             w, coefficients=_md(coef),
             auroc=dg.MetadataValue.float(auroc(df["acs"].to_numpy(), prob))),
         data_version=dg.DataVersion(w.version))
+
+
+@dg.definitions
+def models() -> dg.Definitions:
+    """The per-model assets (built by a factory) and the logistic baseline."""
+    return dg.Definitions(
+        assets=[*[a for m in MODELS for a in model_assets(m)], logistic_baseline_predictions]
+    )

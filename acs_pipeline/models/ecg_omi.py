@@ -73,8 +73,9 @@ class ECGOMI(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         expected = (self.input_channels, self.input_length)
         if x.ndim != 3 or tuple(x.shape[1:]) != expected:
-            raise ValueError(f"expected input of shape (B, {expected[0]}, {expected[1]}), "
-                             f"got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input of shape (B, {expected[0]}, {expected[1]}), got {tuple(x.shape)}"
+            )
         out = F.relu(self.bn1(self.conv1(x)))
         out = self.res_blocks_24(out)
         out = F.relu(self.bn2(self.conv2(out)))

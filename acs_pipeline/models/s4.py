@@ -45,7 +45,7 @@ S4_SMOKE_KWARGS: dict[str, int | float] = {"d_model": 32, "n_layers": 2, "d_stat
 """Constructor overrides for a tiny S4 that trains in CPU seconds (tests, smoke runs)."""
 
 CauchyFn = Callable[[Tensor, Tensor, Tensor], Tensor]
-_FREQ_CHUNK_ELEMS = 1 << 22  # about 4M (h, n, l) elements per frequency chunk
+_FREQ_CHUNK_ELEMS = 1 << 24  # about 16M (h, n, f) elements per frequency chunk
 
 
 class S4InputError(ValueError):
@@ -102,38 +102,51 @@ def cauchy_conj(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> Te
     ``v``: (A, H, N) complex, ``w``: (H, N) complex, ``z``: (F,) complex -> (A, H, F) complex.
     The pair sum is ``2 (z Re(v) - Re(v conj(w))) / (z^2 - 2 Re(w) z + |w|^2)``; numerator and
     denominator are scaled by ``s = 1 / (1 + |z|^2)`` so nodes near the Nyquist pole (|z| huge)
-    stay in float32 range. Differentiable in ``v`` (and ``w``); memory is bounded by chunking
-    the frequencies (``chunk`` nodes at a time, default about 4M elements per chunk).
+    stay in float32 range. Differentiable in ``v`` only (``w`` and ``z`` are buffers of the S4
+    kernel, not trained); memory is bounded by chunking
+    the frequencies (``chunk`` nodes at a time, default about 16M elements per chunk).
     """
     a_dim, h_dim, n_dim = v.shape
+    if w.requires_grad or z.requires_grad:
+        raise S4InputError("cauchy_conj differentiates with respect to v only")
     real_dtype = v.real.dtype
     if chunk is None:
         chunk = max(16, _FREQ_CHUNK_ELEMS // max(1, h_dim * n_dim))
-    weights = torch.cat([v.real, (v * w.conj()).real], dim=0).permute(1, 0, 2)  # (H, 2A, N)
-    a_re = -2.0 * w.real  # (H, N)
-    m = w.real.square() + w.imag.square()  # |w|^2
+    # numerator weights, with the pair sum's factor 2 folded in: rows [Re(v); Re(v conj(w))]
+    weights = 2.0 * torch.cat([v.real, (v * w.conj()).real], dim=0).transpose(0, 1)  # (H, 2A, N)
+    a_re = -2.0 * w.real.unsqueeze(-1)  # (H, N, 1)
+    m = (w.real.square() + w.imag.square()).unsqueeze(-1)  # |w|^2
     z128 = z.to(torch.complex128)
-    s = 1.0 / (1.0 + z128.abs().square())
-    zs, z2s = z128 * s, z128.square() * s
-    zs_re, zs_im = zs.real.to(real_dtype), zs.imag.to(real_dtype)
-    z2s_re, z2s_im = z2s.real.to(real_dtype), z2s.imag.to(real_dtype)
-    s = s.to(real_dtype)
-    zs_c = zs.to(v.dtype)
+    s128 = 1.0 / (1.0 + z128.abs().square())
+    zs, z2s = z128 * s128, z128.square() * s128
+
+    def per_freq(t: Tensor) -> Tensor:
+        return t.to(device=v.device, dtype=real_dtype)
+
+    zs_re, zs_im, z2s_re, z2s_im = map(per_freq, (zs.real, zs.imag, z2s.real, z2s.imag))
+    s = per_freq(s128)
     out = []
     for lo in range(0, z.shape[0], chunk):
         hi = min(lo + chunk, z.shape[0])
-        # denominator (z - w)(z - conj w) * s, split into real and imaginary parts
-        den_re = torch.addcmul(z2s_re[lo:hi], a_re.unsqueeze(-1), zs_re[lo:hi])
-        den_re = torch.addcmul(den_re, m.unsqueeze(-1), s[lo:hi])
-        den_im = torch.addcmul(z2s_im[lo:hi], a_re.unsqueeze(-1), zs_im[lo:hi])
-        inv = torch.reciprocal(den_re.square() + den_im.square())
-        d = torch.stack([den_re * inv, -den_im * inv], dim=-2)  # (H, N, 2, f) = 1/den
-        d = d.reshape(h_dim, n_dim, -1)
-        acc = torch.bmm(weights, d).view(h_dim, 2 * a_dim, 2, hi - lo)
-        x = torch.complex(acc[:, :, 0], acc[:, :, 1])  # (H, 2A, f)
-        x0, x1 = x[:, :a_dim], x[:, a_dim:]
-        out.append(2.0 * (zs_c[lo:hi] * x0 - s[lo:hi] * x1))
-    return torch.cat(out, dim=-1).permute(1, 0, 2)
+        # denominator s (z - w)(z - conj w), split into real and imaginary parts
+        den_re = torch.addcmul(z2s_re[lo:hi], a_re, zs_re[lo:hi])
+        den_re.addcmul_(m, s[lo:hi])
+        den_im = torch.addcmul(z2s_im[lo:hi], a_re, zs_im[lo:hi])
+        inv = den_re * den_re
+        inv.addcmul_(den_im, den_im).reciprocal_()
+        # d[:, :, 0] = Re(1/den), d[:, :, 1] = -Im(1/den)
+        d = torch.empty(h_dim, n_dim, 2, hi - lo, dtype=real_dtype, device=v.device)
+        torch.mul(den_re, inv, out=d[:, :, 0])
+        torch.mul(den_im, inv, out=d[:, :, 1])
+        acc = torch.bmm(weights, d.view(h_dim, n_dim, -1)).view(h_dim, 2 * a_dim, 2, hi - lo)
+        # sums X = p - i q; result = zs X0 - s X1 in real arithmetic
+        p0, q0 = acc[:, :a_dim, 0], acc[:, :a_dim, 1]
+        p1, q1 = acc[:, a_dim:, 0], acc[:, a_dim:, 1]
+        alpha, beta, sc = zs_re[lo:hi], zs_im[lo:hi], s[lo:hi]
+        re = (alpha * p0).addcmul_(beta, q0).addcmul_(sc, p1, value=-1.0)
+        im = (beta * p0).addcmul_(alpha, q0, value=-1.0).addcmul_(sc, q1)
+        out.append(torch.complex(re, im))
+    return torch.cat(out, dim=-1).transpose(0, 1)
 
 
 def cauchy_naive(v: Tensor, z: Tensor, w: Tensor, h_chunk: int = 16) -> Tensor:
@@ -179,6 +192,7 @@ class NPLRKernel(nn.Module):
         cdtype = c.dtype
         self.rank = p.shape[0]
         self.l_kernel = int(l_max)
+        self._power_cache: tuple[int, Tensor] | None = None  # (L, dA^L), not in the state dict
         self._set_nodes(self.l_kernel, device=c.device)
         self.C = nn.Parameter(torch.view_as_real(c.conj().resolve_conj()).contiguous())
         self.register_buffer("log_dt", log_dt.to(cdtype.to_real()))
@@ -199,21 +213,41 @@ class NPLRKernel(nn.Module):
 
     @torch.no_grad()
     def discrete_state_matrix(self) -> Tensor:
-        """Bilinear ``dA = (I - dt/2 A)^-1 (I + dt/2 A)`` over the full state, complex128
-        (H, N, N)."""
-        dt = torch.exp(self.log_dt.double())[:, None, None]
-        w = _conj_cat(torch.view_as_complex(self.w.double()))
-        p = _conj_cat(torch.view_as_complex(self.P.double()))
-        q = _conj_cat(torch.view_as_complex(self.Q.double()))
-        a = torch.diag_embed(w) - torch.einsum("rhn,rhm->hnm", p, q)
-        eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device)
-        return torch.linalg.solve(eye - dt / 2 * a, eye + dt / 2 * a)
+        """Bilinear ``dA = (I - dt/2 A)^-1 (I + dt/2 A) = 2 (I - dt/2 A)^-1 - I`` over the full
+        state, complex128 (H, N, N); the inverse of diagonal-plus-low-rank by Woodbury."""
+        dt = torch.exp(self.log_dt.double())[:, None]  # (H, 1)
+        w = _conj_cat(torch.view_as_complex(self.w.double()))  # (H, N)
+        p = _conj_cat(torch.view_as_complex(self.P.double())).permute(1, 2, 0)  # (H, N, r)
+        q = _conj_cat(torch.view_as_complex(self.Q.double())).permute(1, 0, 2)  # (H, r, N)
+        # I - dt/2 A = diag(e) + U q  with e = 1 - dt/2 w, U = dt/2 p
+        d = 1.0 / (1.0 - dt / 2 * w)  # diag(e)^-1
+        du = d.unsqueeze(-1) * (dt.unsqueeze(-1) / 2 * p)  # (H, N, r)
+        qd = q * d.unsqueeze(1)  # (H, r, N)
+        small = qd @ (dt.unsqueeze(-1) / 2 * p)  # (H, r, r)
+        if small.shape[-1] == 1:
+            core = qd / (1.0 + small)  # (H, 1, N)
+        else:
+            eye_r = torch.eye(small.shape[-1], dtype=p.dtype, device=p.device)
+            core = torch.linalg.solve(eye_r + small, qd)  # (H, r, N)
+        inv = torch.diag_embed(d) - du @ core
+        eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
+        return 2.0 * inv - eye
+
+    def _state_power(self) -> Tensor:
+        """``dA^L`` for the current kernel length in the model's precision (as the original),
+        cached between doublings (H, N, N)."""
+        cached = self._power_cache
+        if cached is None or cached[0] != self.l_kernel or cached[1].device != self.C.device:
+            d_a = self.discrete_state_matrix().to(self.C.dtype.to_complex())
+            power = torch.linalg.matrix_power(d_a, self.l_kernel)
+            self._power_cache = (self.l_kernel, power)
+        return self._power_cache[1]
 
     @torch.no_grad()
     def _correct_c(self, double: bool) -> None:
         """``C <- C (I - dA^L)``, or ``C <- C (I + dA^L)`` to go from length L to 2L."""
-        d_a_l = torch.linalg.matrix_power(self.discrete_state_matrix(), self.l_kernel)
-        c = _conj_cat(torch.view_as_complex(self.C.double()))
+        d_a_l = self._state_power()
+        c = _conj_cat(torch.view_as_complex(self.C))
         prod = torch.einsum("chn,hnm->chm", c, d_a_l)
         c = c + prod if double else c - prod
         half = c[..., : c.shape[-1] // 2]
@@ -223,7 +257,9 @@ class NPLRKernel(nn.Module):
     def double_length(self) -> None:
         """Double the kernel length: rewrite ``C`` and regrow ``omega``/``z``."""
         self._correct_c(double=True)
+        d_a_l = self._state_power()
         self.l_kernel *= 2
+        self._power_cache = (self.l_kernel, d_a_l @ d_a_l)
         self._set_nodes(self.l_kernel, device=self.C.device)
 
     def _load_from_state_dict(
@@ -246,6 +282,7 @@ class NPLRKernel(nn.Module):
             # a checkpoint taken after the kernel grew: adopt its length (its C matches it)
             self.l_kernel = 2 * (omega.shape[0] - 1)
             self._set_nodes(self.l_kernel, device=self.C.device)
+        self._power_cache = None  # the state matrices may change
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, errors
         )
@@ -268,11 +305,11 @@ class NPLRKernel(nn.Module):
         w = cplx("w") * dt.unsqueeze(-1)
         b_rows = torch.cat([cplx("B"), cplx("P")], 0)
         c_rows = torch.cat([cplx("C"), cplx("Q")], 0)
-        v = b_rows.unsqueeze(1) * c_rows.unsqueeze(0)  # (1+r, c+r, H, N)
+        # the resolvent r = dt * sum v / (z - w dt); dt folded into v
+        v = b_rows.unsqueeze(1) * (c_rows * dt[:, None]).unsqueeze(0)  # (1+r, c+r, H, N)
         n_b, n_c, h, n = v.shape
         z = cplx("z")
         r = cauchy(v.reshape(n_b * n_c, h, n), z, w).view(n_b, n_c, h, -1)
-        r = r * dt[:, None].to(r.dtype)
         rk = self.rank
         if rk == 1:
             k_f = r[:-1, :-1] - r[:-1, -1:] * r[-1:, :-1] / (1 + r[-1:, -1:])
@@ -421,6 +458,15 @@ class S4Model(nn.Module):
             self.norms.append(nn.LayerNorm(d_model) if layer_norm else nn.BatchNorm1d(d_model))
             self.dropouts.append(nn.Dropout1d(dropout))
         self.decoder = nn.Linear(d_model, d_output)
+
+    @torch.no_grad()
+    def grow(self, length: int) -> None:
+        """Grow every kernel to cover ``length`` samples, as the first forward pass with such an
+        input does (rewrites ``C``, regrows ``omega``/``z``) without computing a kernel."""
+        for layer in self.s4_layers:
+            kernel = layer.kernel.kernel
+            while kernel.l_kernel < length:
+                kernel.double_length()
 
     def _norm(self, norm: nn.Module, x: Tensor) -> Tensor:
         if self.layer_norm:

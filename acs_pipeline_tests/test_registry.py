@@ -1,0 +1,104 @@
+import dataclasses
+
+import pytest
+import torch
+
+from acs_pipeline.models import (
+    MODEL_NAMES,
+    ModelSpec,
+    UnknownModelError,
+    build_model,
+    model_spec,
+    reference_layout,
+    reference_parameters,
+)
+from acs_pipeline.models.ecg_omi import ECGOMI
+from acs_pipeline.models.registry import state_layout
+from acs_pipeline.models.resnet1d import ResNet1D
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _single_thread():
+    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_names_and_specs():
+    assert MODEL_NAMES == (
+        "s4", "resnet18", "resnet50", "ecg_omi", "hubert_small", "hubert_base", "hubert_large",
+    )  # fmt: skip
+    assert model_spec("s4") == ModelSpec("s4", "ecg_3by4", 32, 1e-4, "S4Model_after_forward")
+    for name in ("resnet18", "resnet50", "ecg_omi"):
+        spec = model_spec(name)
+        assert (spec.view, spec.batch_size, spec.lr) == ("ecg_3by4", 64, 1e-4)
+    for size in ("small", "base", "large"):
+        spec = model_spec(f"hubert_{size}")
+        assert (spec.view, spec.batch_size, spec.lr) == ("ecg_12lead", 64, 1e-5)
+        assert spec.reference_key == f"HuBERTForECGClassification_{size}"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model_spec("s4").lr = 1.0  # type: ignore[misc]
+
+
+def test_unknown_name_or_profile():
+    with pytest.raises(UnknownModelError, match="resnet34.*s4, resnet18"):
+        model_spec("resnet34")
+    with pytest.raises(UnknownModelError, match="resnet34"):
+        build_model("resnet34")
+    with pytest.raises(UnknownModelError, match="'fast'"):
+        build_model("resnet18", "fast")
+
+
+def test_reference_layouts_and_counts():
+    expected_params = {
+        "s4": 2_372_097,
+        "resnet18": 2_254_273,
+        "resnet50": 23_238_657,
+        "ecg_omi": 210_783,
+        "hubert_small": 30_736_514,
+        "hubert_base": 93_587_586,
+        "hubert_large": 188_629_890,
+    }
+    for name, count in expected_params.items():
+        assert reference_parameters(name) == count
+        layout = reference_layout(name)
+        assert layout and all(isinstance(shape, list) for shape in layout.values())
+    assert reference_layout("s4")["s4_layers.0.kernel.kernel.omega"] == [4097, 2]
+    assert reference_layout("resnet18")["fc.4.weight"] == [1, 256]
+    assert len(reference_layout("resnet50")) == 345
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "ecg_omi"])
+def test_paper_profile_is_the_reference_architecture(name):
+    model = build_model(name)
+    assert state_layout(model) == reference_layout(name)
+
+
+def test_smoke_profile_is_same_class_narrower():
+    small, paper = build_model("resnet18", "smoke"), build_model("resnet18", "paper")
+    assert type(small) is type(paper) is ResNet1D
+    assert small.initial_conv.out_channels == 8 and small.fc[0].out_features == 32
+    assert type(build_model("resnet50", "smoke")) is ResNet1D
+    assert type(build_model("ecg_omi", "smoke")) is ECGOMI
+    assert small.eval()(torch.randn(2, 3, 5000)).shape == (2,)
+
+
+def test_builds_are_fresh_instances():
+    a, b = build_model("ecg_omi"), build_model("ecg_omi")
+    assert a is not b and a.fc1.weight is not b.fc1.weight
+
+
+def test_s4_builders_when_available():
+    s4 = pytest.importorskip("acs_pipeline.models.s4")
+    assert isinstance(build_model("s4", "smoke"), s4.S4Model)
+    paper = build_model("s4", "paper")
+    assert sum(p.numel() for p in paper.parameters()) == reference_parameters("s4")
+
+
+def test_hubert_builders_when_available():
+    hubert = pytest.importorskip("acs_pipeline.models.hubert")
+    model = build_model("hubert_small", "smoke")
+    assert isinstance(model, hubert.HuBERTForECGClassification)
+    assert sum(p.numel() for p in model.parameters()) < reference_parameters("hubert_small")
