@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
+import lightning as L
 import numpy as np
 import polars as pl
 import torch
@@ -201,6 +202,19 @@ def _model_card(res: StageResult) -> str:
     return "\n".join(lines) + "\n"
 
 
+class _UploadProgress(L.Callback):
+    """With remote storage, upload ``last.ckpt`` and the run state at each epoch start, so a
+    killed run resumes from the storage root losing at most one epoch."""
+
+    def __init__(self, storage: Storage, base: str, local: Path):
+        self.storage, self.base, self.local = storage, base, local
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        for name in ("last.ckpt", "run_state.json"):
+            if (self.local / name).exists():
+                self.storage.put_file(f"{self.base}/{name}", self.local / name)
+
+
 def train_stage(storage: Storage, p: StagePlan, data: StageData, *,
                 inputs: Mapping[str, str], init_weights: Mapping[str, torch.Tensor] | None = None,
                 init_sha: str | None = None, scratch: Path | None = None) -> StageResult:
@@ -228,9 +242,9 @@ def train_stage(storage: Storage, p: StagePlan, data: StageData, *,
         target = net.model if isinstance(net, _HubertBinary) else net
         target.load_state_dict(dict(init_weights))
         init = net.state_dict()
+    callbacks = [_UploadProgress(storage, base, local)] if tmp is not None else []
     tr = training.fit(net, (data.train_x, data.train_y), (data.val_x, data.val_y), local,
-                      p.config, init_state_dict=init)
-    net.load_state_dict(training.load_weights(tr.best_path))
+                      p.config, init_state_dict=init, callbacks=callbacks)
     weights_path = local / "weights.pt"
     torch.save(core_state_dict(net), weights_path)
     raw = weights_path.read_bytes()

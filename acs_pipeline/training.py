@@ -808,6 +808,8 @@ def fit(
         if state is not None and state.get("finished") and best_path.exists():
             res = TrainResult.from_dict(state["result"])
             res.reused, res.resumed = True, False
+            res.best_path, res.last_path = best_path, last_path  # the folder may have moved
+            res.metrics_csv = metrics_csv if metrics_csv.exists() else None
             res.wall_s = time.perf_counter() - t0
             _load_best_into(net, best_path)
             return res
