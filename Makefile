@@ -26,14 +26,17 @@ $(STAMP): pyproject.toml constraints.txt
 $(ACS_RAW_URI)/ecg-metadata.csv: | $(STAMP)
 	$(PY) -m acs_pipeline synth --out $(abspath $(DEMO))/data --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED)
 
-demo: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv
+$(DAGSTER_HOME)/dagster.yaml: dagster.local.yaml
 	@mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster asset materialize -m acs_pipeline.definitions --select '*' 
+	cp dagster.local.yaml $@
+
+demo: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster asset materialize -m acs_pipeline.definitions --select '*' \
+		--config-json '{"execution": {"config": {"in_process": {}}}}'
 	@$(PY) -m acs_pipeline report-path --storage $(ACS_STORAGE_URI)
 
-dev: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv
-	@mkdir -p $(DAGSTER_HOME)
-	$(VENV)/bin/dagster dev -m acs_pipeline.definitions
+dev: $(STAMP) $(ACS_RAW_URI)/ecg-metadata.csv $(DAGSTER_HOME)/dagster.yaml
+	$(VENV)/bin/dagster dev -w workspace.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check acs_pipeline acs_pipeline_tests benchmarks

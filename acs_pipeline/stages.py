@@ -26,15 +26,17 @@ from torch import nn
 
 from acs_pipeline import training
 from acs_pipeline.models.registry import build_model, model_spec
+from acs_pipeline.models.specs import TRAINING_CODE_VERSION
 from acs_pipeline.storage import Storage
 from acs_pipeline.tensors import TensorSet
 
 STAGES = {"mace": ("untested", "mace"), "acs": ("tested", "acs")}
-STAGE_CODE_VERSION = "stages-1"
 
 
-class StageDataError(ValueError):
-    """A stage cannot be trained on the data it was given."""
+def set_threads(n: int) -> None:
+    """Use ``n`` CPU threads for torch in this process (0 leaves torch's default)."""
+    if n > 0:
+        torch.set_num_threads(n)
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,9 @@ def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: st
         return StagePlan(model, stage, profile, cfg)
     if profile == "smoke":
         cfg = training.TrainConfig(
-            max_epochs=4, batch_size=32, limit_train_batches=12,
+            max_epochs=3, batch_size=32, limit_train_batches=8,
             **{**common, "lr": 3e-3 if not hubert else 1e-3})
-        return StagePlan(model, stage, profile, cfg, max_train=384)
+        return StagePlan(model, stage, profile, cfg, max_train=256)
     raise ValueError(f"unknown profile {profile!r}; expected 'smoke' or 'paper'")
 
 
@@ -181,7 +183,7 @@ class StageResult:
 def run_key(p: StagePlan, inputs: Mapping[str, str], init_sha: str | None) -> str:
     blob = json.dumps({"plan": [p.model, p.stage, p.profile, p.max_train],
                        "config": p.config.to_dict(), "inputs": dict(sorted(inputs.items())),
-                       "init": init_sha, "code": STAGE_CODE_VERSION}, sort_keys=True,
+                       "init": init_sha, "code": TRAINING_CODE_VERSION}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 

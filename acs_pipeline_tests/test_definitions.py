@@ -49,7 +49,25 @@ def test_jobs_schedule_and_sensors_exist():
 def test_blocking_checks_exist():
     d = load()
     checks = {k.to_user_string() for k in d.resolve_asset_graph().asset_check_keys}
-    for want in ("cohort:cohort_split_leaks", "ecg_3by4:tensor_values",
+    for want in ("clinical_tables:clinical_tables_expectations", "cohort:cohort_split_leaks",
+                 "ecg_3by4:tensor_values",
                  "ecg_3by4:every_file_accounted_for", "leaderboard_submission:"
                  "submission_files_valid"):
         assert want in checks
+
+
+def test_automation_conditions():
+    d = load()
+    specs = {s.key.to_user_string(): s for s in d.resolve_all_asset_specs()}
+    roots = {"ecg_manifest", "holdout_manifest", "clinical_tables"}
+    for key, spec in specs.items():
+        if key in roots:
+            assert spec.automation_condition is None, key
+        else:
+            assert spec.automation_condition is not None, key
+    for m in MODELS:
+        label = specs[f"{m}/acs_checkpoint"].automation_condition.get_label()
+        assert label == "inputs or code changed"
+    # Nothing is requested while the raw inputs have never been materialized.
+    result = dg.evaluate_automation_conditions(defs=d, instance=dg.DagsterInstance.ephemeral())
+    assert result.total_requested == 0

@@ -79,6 +79,7 @@ def test_hubert_input_crops_orders_and_decimates():
     x = (leads * 100 + 0 * t).expand(b, 12, length).clone()
     out = hubert_input(x, 0)
     assert out.shape == (b, INPUT_SAMPLES) and out.dtype == torch.float32
+    assert hubert_input(x.half(), 0).dtype == torch.float32
     segments = out.view(b, 12, 500)
     # lead j occupies samples [500 j, 500 (j+1)); away from the joins it is the constant (up to
     # the Chebyshev filter's 0.05 dB passband ripple, applied twice)

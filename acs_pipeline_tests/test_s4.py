@@ -143,6 +143,20 @@ def test_cauchy_matches_naive_float64_sum():
     assert err.max() < 1e-5
 
 
+def test_cauchy_gradient_matches_naive():
+    torch.manual_seed(1)
+    h, n, a = 3, 4, 2
+    w = torch.complex(-torch.rand(h, n) * 0.1 - 0.01, torch.randn(h, n)).to(torch.complex128)
+    z = torch.complex(torch.zeros(40), torch.linspace(-3, 3, 40)).to(torch.complex128)
+    v = torch.randn(a, h, n, dtype=torch.complex128, requires_grad=True)
+    target = torch.randn(a, h, 40, dtype=torch.complex128)
+    grads = []
+    for fn in (cauchy_conj, cauchy_naive):
+        (g,) = torch.autograd.grad((fn(v, z, w) - target).abs().square().sum(), v)
+        grads.append(g)
+    torch.testing.assert_close(grads[0], grads[1], rtol=1e-9, atol=1e-9)
+
+
 def test_kernel_matches_naive_float64_reference_and_grows():
     kernel = small_kernel(h=8, n=16, l_max=128)
     with torch.no_grad():

@@ -46,20 +46,25 @@ def shard_digests(objects) -> dict[str, str]:
 
 @dg.sensor(job=ingest_job, minimum_interval_seconds=300,
            default_status=dg.DefaultSensorStatus.STOPPED,
-           description="Launches `ingest` when raw waveform files are added, changed or removed "
-                       "(the cursor holds one digest per shard folder).")
+           description="Launches `ingest` when raw waveform files are added, changed or removed. "
+                       "The cursor holds one digest per shard folder and a generation counter.")
 def raw_data_sensor(context: dg.SensorEvaluationContext, raw: RawDataResource):
     source = raw.source()
     current = shard_digests(source.list(NPZ_DIR + "/", suffix=".npz"))
-    previous = json.loads(context.cursor) if context.cursor else {}
+    state = json.loads(context.cursor) if context.cursor else {"generation": 0, "shards": {}}
+    previous = state["shards"]
     changed = sorted(s for s in set(current) | set(previous)
                      if current.get(s) != previous.get(s))
     if not changed:
         return dg.SkipReason(f"no change in {len(current)} shard folders")
-    run_key = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
-    context.update_cursor(json.dumps(current, sort_keys=True))
+    generation = state["generation"] + 1
+    # The generation makes every change a new run key, even when a listing returns to an
+    # earlier state (a file added, then removed): Dagster skips run keys it has seen.
+    digest = hashlib.sha256(json.dumps(current, sort_keys=True).encode()).hexdigest()[:16]
+    context.update_cursor(json.dumps({"generation": generation, "shards": current},
+                                     sort_keys=True))
     shown = ",".join(changed[:20]) + ("..." if len(changed) > 20 else "")
-    return dg.RunRequest(run_key=run_key,
+    return dg.RunRequest(run_key=f"{generation}-{digest}",
                          tags={"acs/changed_shards": shown,
                                "acs/changed_shard_count": str(len(changed))})
 

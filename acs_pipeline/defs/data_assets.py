@@ -23,6 +23,21 @@ INGEST_CODE_VERSION = "ingest-1"
 
 RETRY_IO = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
+# Declarative automation (evaluated only while the `acs_automation` sensor is on): derived data
+# refreshes as soon as its inputs change; training only when an input's content (data version)
+# or the asset's code version changed.
+EAGER = dg.AutomationCondition.eager()
+WHEN_CHANGED = (
+    (
+        dg.AutomationCondition.missing()
+        | dg.AutomationCondition.code_version_changed()
+        | dg.AutomationCondition.any_deps_match(dg.AutomationCondition.data_version_changed())
+    )
+    & ~dg.AutomationCondition.any_deps_missing()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("inputs or code changed")
+
 
 def _meta(written: frames.Written, **extra) -> dict:
     return {
@@ -104,8 +119,21 @@ def read_clinical(storage: Storage) -> dict[str, pl.DataFrame]:
             for name in tables.TABLES}
 
 
+@dg.asset_check(asset=clinical_tables, blocking=True,
+                description="Great Expectations suites: columns, id patterns, unique keys, "
+                            "label values, age range, ACS implies cath, join coverage.")
+def clinical_tables_expectations(storage: StorageResource) -> dg.AssetCheckResult:
+    from acs_pipeline.expectations import validate_tables
+
+    report = validate_tables(read_clinical(storage.get()))
+    return dg.AssetCheckResult(
+        passed=report.success, description=report.markdown()[:2000],
+        metadata={"summary": dg.MetadataValue.md(report.markdown()),
+                  "result": dg.MetadataValue.json(report.as_metadata())})
+
+
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
-          deps=[clinical_tables, ecg_manifest],
+          deps=[clinical_tables, ecg_manifest], automation_condition=EAGER,
           description="One row per ECG: labels, tested/untested, duplicates, patient-level "
                       "70/30 split per cohort.")
 def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -198,6 +226,7 @@ def _view_assets(view: str, *, holdout: bool):
 
     @dg.asset(name=name, group_name="tensors", kinds={"numpy", "parquet"},
               code_version=INGEST_CODE_VERSION, deps=[manifest_asset], retry_policy=RETRY_IO,
+              automation_condition=EAGER,
               description=f"Parquet tensor shards of {what}: {shape}, float16.")
     def _asset(context: dg.AssetExecutionContext, raw: RawDataResource,
                storage: StorageResource) -> dg.MaterializeResult:
@@ -229,6 +258,7 @@ holdout_ecg_12lead, holdout_12lead_values, holdout_12lead_accounted = _view_asse
 
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
           deps=[cohort, ecg_3by4, ecg_12lead, holdout_ecg_3by4, holdout_ecg_12lead],
+          automation_condition=EAGER,
           description="One row per rejected record with its source key, stage and reason.")
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     st = storage.get()

@@ -3,17 +3,21 @@
 import hashlib
 import io
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import numpy as np
 import polars as pl
 
-from acs_pipeline import frames, report, submission
-from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_MANIFEST
+from acs_pipeline import frames, submission
+from acs_pipeline.defs.data_assets import COHORT, EAGER, HOLDOUT_MANIFEST
 from acs_pipeline.defs.model_assets import MODELS, PREDICTIONS, read_result
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.storage import Storage
 from acs_pipeline.tables import CLASSICAL_FLAGS
+
+if TYPE_CHECKING:
+    from acs_pipeline.report import EvaluationInput
 
 REPORT = "reports/evaluation_report.html"
 TABLE = "reports/benchmark_table"
@@ -29,14 +33,15 @@ def _validation_predictions(st: Storage, name: str) -> pl.DataFrame:
     return frames.read_csv(st, rel, schema_overrides={"ecg_id": pl.String})
 
 
-def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple[report.EvaluationInput,
-                                                                      dict]:
+def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["EvaluationInput", dict]:
     """The tested cohort's validation split, every model's scores on it, flags and subgroups.
 
     The evaluation set is the validation ECGs that every model scored; ECGs that no model could
     score (their waveform was quarantined) are counted and named in the metadata. A model that
     misses ECGs that others scored is an error raised by :func:`report.evaluate`.
     """
+    from acs_pipeline import report
+
     val = frames.read_parquet(st, COHORT).filter(
         (pl.col("cohort") == "tested") & (pl.col("split") == "validation")).sort("ecg_id")
     preds = {m: _validation_predictions(st, m) for m in (*MODELS, BASELINE)}
@@ -84,19 +89,21 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple[report.Ev
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("evaluation_report", group_name="evaluation", kinds={"html"},
-                     code_version="1",
+                     code_version="1", automation_condition=EAGER,
                      deps=["cohort", *[[m, "validation_predictions"] for m in MODELS],
                            [BASELINE, "validation_predictions"]],
                      description="Self-contained HTML report: the paper-style table, ROC, PR, "
                                  "calibration, decision curves, subgroups, lineage."),
         dg.AssetSpec("benchmark_table", group_name="evaluation", kinds={"parquet", "csv"},
-                     code_version="1", deps=["evaluation_report"],
+                     code_version="1", automation_condition=EAGER, deps=["evaluation_report"],
                      description="One row per model and metric (with the paper's reference "
                                  "rows), for comparing runs."),
     ],
 )
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource,
                       settings: PipelineSettings):
+    from acs_pipeline import report
+
     st = storage.get()
     inp, extra = evaluation_input(st, settings)
     result = report.evaluate(inp, n_boot=2000, seed=settings.seed)
@@ -127,6 +134,7 @@ def _holdout_ids(st: Storage) -> list[str]:
 
 @dg.asset(group_name="evaluation", kinds={"csv"}, code_version="1",
           deps=["holdout_manifest", "cohort", *[[m, "holdout_predictions"] for m in MODELS]],
+          automation_condition=EAGER,
           description="Leaderboard CSVs, one per task (ACS, MACE) and model, validated before "
                       "they are written.")
 def leaderboard_submission(context: dg.AssetExecutionContext, storage: StorageResource,

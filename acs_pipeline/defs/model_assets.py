@@ -3,16 +3,23 @@
 import json
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 import polars as pl
 
-from acs_pipeline import frames, ingest, stages
-from acs_pipeline.defs.data_assets import COHORT, HOLDOUT_PREFIX, _md
+from acs_pipeline import frames, ingest
+from acs_pipeline.defs.data_assets import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, _md
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
-from acs_pipeline.models.baseline import CLASSICAL_FLAGS, fit_logistic
-from acs_pipeline.models.registry import model_spec
+from acs_pipeline.models.specs import TRAINING_CODE_VERSION, model_spec
 from acs_pipeline.storage import Storage
+from acs_pipeline.tables import CLASSICAL_FLAGS
+
+if TYPE_CHECKING:
+    from acs_pipeline.stages import StageResult
+
+# torch, Lightning and scikit-learn are imported inside the asset functions, so that loading
+# the definitions (every step process does) stays fast.
 
 # The models of the benchmark that the graph trains (HuBERT in its small size; set in code).
 MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert_small")
@@ -40,14 +47,16 @@ def _inputs(st: Storage, view: str) -> dict[str, str]:
             view: hashlib.sha256(shard_hashes.encode()).hexdigest()[:16]}
 
 
-def read_result(st: Storage, model: str, stage: str) -> stages.StageResult:
+def read_result(st: Storage, model: str, stage: str) -> "StageResult":
+    from acs_pipeline import stages
+
     rel = RESULT.format(model=model, stage=stage)
     if not st.exists(rel):
         raise dg.Failure(f"{model}/{stage}_checkpoint has not been materialized ({st.uri(rel)})")
     return stages.StageResult(**json.loads(st.read_bytes(rel)))
 
 
-def _checkpoint_metadata(res: stages.StageResult) -> dict:
+def _checkpoint_metadata(res: "StageResult") -> dict:
     return {
         "uri": dg.MetadataValue.path(res.checkpoint_uri),
         "weights_uri": dg.MetadataValue.path(res.weights_uri),
@@ -72,8 +81,11 @@ def _checkpoint_metadata(res: stages.StageResult) -> dict:
 
 
 def _train(context, model: str, stage: str, st: Storage, settings: PipelineSettings,
-           init: stages.StageResult | None) -> dg.MaterializeResult:
+           init: "StageResult | None") -> dg.MaterializeResult:
+    from acs_pipeline import stages
+
     view = model_spec(model).view
+    stages.set_threads(settings.torch_threads)
     p = stages.plan(model, stage, settings.profile, seed=settings.seed,
                     accelerator=settings.accelerator, devices=settings.devices,
                     strategy=settings.strategy)
@@ -99,16 +111,16 @@ def model_assets(model: str) -> list:
     tags = {"gpu": "true"}
 
     @dg.asset(key=[model, "mace_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=stages.STAGE_CODE_VERSION, deps=["cohort", view], pool="gpu",
-              retry_policy=TRAIN_RETRY, tags=tags,
+              code_version=TRAINING_CODE_VERSION, deps=["cohort", view], pool="gpu",
+              retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
               description=f"{model} pre-trained on MACE in the untested cohort.")
     def mace_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
                         settings: PipelineSettings) -> dg.MaterializeResult:
         return _train(context, model, "mace", storage.get(), settings, None)
 
     @dg.asset(key=[model, "acs_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=stages.STAGE_CODE_VERSION, deps=["cohort", view, mace_checkpoint],
-              pool="gpu", retry_policy=TRAIN_RETRY, tags=tags,
+              code_version=TRAINING_CODE_VERSION, deps=["cohort", view, mace_checkpoint],
+              pool="gpu", retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
               description=f"{model} fine-tuned on ACS in the tested cohort from the MACE "
                           "weights.")
     def acs_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -118,9 +130,14 @@ def model_assets(model: str) -> list:
 
     @dg.asset(key=[model, "validation_predictions"], group_name="predictions",
               kinds={"pytorch", "csv"}, code_version="1", deps=[acs_checkpoint, "cohort", view],
+              automation_condition=EAGER,
               description=f"{model} ACS probabilities on the tested cohort's validation split.")
-    def validation_predictions(storage: StorageResource) -> dg.MaterializeResult:
+    def validation_predictions(storage: StorageResource,
+                               settings: PipelineSettings) -> dg.MaterializeResult:
+        from acs_pipeline import stages
+
         st = storage.get()
+        stages.set_threads(settings.torch_threads)
         res = read_result(st, model, "acs")
         co = frames.read_parquet(st, COHORT).filter(
             (pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
@@ -141,9 +158,14 @@ def model_assets(model: str) -> list:
     @dg.asset(key=[model, "holdout_predictions"], group_name="predictions",
               kinds={"pytorch", "csv"}, code_version="1",
               deps=[acs_checkpoint, mace_checkpoint, f"holdout_{view}"],
+              automation_condition=EAGER,
               description=f"{model} ACS and MACE probabilities for every holdout ECG.")
-    def holdout_predictions(storage: StorageResource) -> dg.MaterializeResult:
+    def holdout_predictions(storage: StorageResource,
+                            settings: PipelineSettings) -> dg.MaterializeResult:
+        from acs_pipeline import stages
+
         st = storage.get()
+        stages.set_threads(settings.torch_threads)
         tset = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
         cols = {}
         for stage in ("acs", "mace"):
@@ -160,9 +182,12 @@ def model_assets(model: str) -> list:
 
 @dg.asset(key=["logistic_baseline", "validation_predictions"], group_name="predictions",
           kinds={"scikitlearn", "csv"}, code_version="1", deps=["cohort"],
+          automation_condition=EAGER,
           description="Unpenalised logistic regression on the four classical ECG flags, fit on "
                       "the tested cohort's training split.")
 def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeResult:
+    from acs_pipeline.models.baseline import fit_logistic
+
     st = storage.get()
     co = frames.read_parquet(st, COHORT).filter(pl.col("cohort") == "tested")
     train = co.filter(pl.col("split") == "train")

@@ -56,6 +56,9 @@ class PipelineSettings(dg.ConfigurableResource):
     accelerator: str = Field(default="auto", description="Lightning accelerator.")
     devices: str = Field(default="auto", description="Lightning devices ('auto', '1', '4').")
     strategy: str = Field(default="auto", description="Lightning strategy ('auto', 'ddp').")
+    torch_threads: int = Field(
+        default=0, description="CPU threads per training/prediction step (0: torch's default)."
+    )
     truth_uri: str | None = Field(
         default=None, description="Synthetic truth CSV (oracle risk), local path; optional."
     )
@@ -86,6 +89,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             accelerator=env.get("ACS_ACCELERATOR", "auto"),
             devices=env.get("ACS_DEVICES", "auto"),
             strategy=env.get("ACS_STRATEGY", "auto"),
+            torch_threads=int(env.get("ACS_TORCH_THREADS", "0")),
             truth_uri=env.get("ACS_TRUTH_URI", str(demo / "data" / "synthetic-truth.csv")),
             id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
             prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),

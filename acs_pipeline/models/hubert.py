@@ -81,6 +81,7 @@ def hubert_config(size: str, smoke: bool = False) -> HubertConfig:
 
     ``smoke=True`` gives a tiny model with the same structure (and the same 6000-sample input)
     for CPU tests: 16 conv channels, hidden 32, 2 layers, a 16-tap positional convolution.
+    Dropouts and LayerDrop stay at transformers' defaults (0.1); masking is off (fine-tuning).
     """
     if size not in _SIZES:
         raise HubertInputError(f"unknown HuBERT-ECG size {size!r}; expected one of {list(_SIZES)}")
@@ -169,8 +170,10 @@ class HuBERTForECGClassification(nn.Module):
 
 
 def hubert_input(x12: Tensor, crop_start: int) -> Tensor:
-    """(B, 12, L) 500-Hz 12-lead ECGs -> (B, 6000) model input: the 2500-sample crop starting at
-    ``crop_start`` of every lead, leads concatenated in order, decimated by 5 (see module doc)."""
+    """(B, 12, L) 500-Hz 12-lead ECGs -> (B, 6000) float32 model input: the 2500-sample crop
+    starting at ``crop_start`` of every lead, leads concatenated in order, decimated by 5 with
+    ``scipy.signal.decimate`` (see module doc). Filters on the CPU in float64; the result is put
+    back on the input's device."""
     if x12.ndim != 3 or x12.shape[1] != N_LEADS:
         raise HubertInputError(f"expected 12-lead ECGs of shape (B, 12, L), got {tuple(x12.shape)}")
     length = x12.shape[-1]
@@ -184,8 +187,7 @@ def hubert_input(x12: Tensor, crop_start: int) -> Tensor:
         bad = np.flatnonzero(~np.isfinite(values).all(axis=1)).tolist()
         raise HubertInputError(f"non-finite samples in the crop of batch rows {bad}")
     decimated = signal.decimate(values, DECIMATION, ftype="iir", axis=-1, zero_phase=True)
-    out_dtype = x12.dtype if x12.is_floating_point() else torch.float32
-    return torch.from_numpy(np.ascontiguousarray(decimated)).to(x12.device, out_dtype)
+    return torch.from_numpy(np.ascontiguousarray(decimated)).to(x12.device, torch.float32)
 
 
 def random_crop_start(generator: torch.Generator | np.random.Generator, length: int = 5000) -> int:

@@ -13,9 +13,11 @@ inverse real FFT. ``C`` is stored premultiplied by ``(I - dA^L)`` (the truncatio
 doubling the kernel length rewrites ``C`` and regrows the ``omega``/``z`` buffers.
 
 The Cauchy sum runs in plain PyTorch (CPU or GPU): both members of a conjugate pair are folded
-into one real-weighted term ``2 (z Re(v) - Re(v conj(w))) / ((z - w)(z - conj(w)))``, the
-denominators are built in real arithmetic, chunked over frequencies, and contracted over the
-state with one batched matrix product. No pykeops, no CUDA extension.
+into one real-weighted term ``2 (z Re(v) - Re(v conj(w))) / ((z - w)(z - conj(w)))``; per chunk
+of frequencies the denominators come from one small matrix product, are inverted in place and
+are contracted over the state with one batched matrix product (about 12x faster than the naive
+float64 sum on 2 CPU threads, 1.6e-6 relative error; ``benchmarks/s4_kernel.py``). No pykeops,
+no CUDA extension. The kernel is computed in float32 with autocast disabled.
 """
 
 from __future__ import annotations
@@ -100,11 +102,13 @@ def cauchy_conj(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> Te
     """``sum_n v_n / (z - w_n) + conj(v_n) / (z - conj(w_n))`` for every node ``z``.
 
     ``v``: (A, H, N) complex, ``w``: (H, N) complex, ``z``: (F,) complex -> (A, H, F) complex.
-    The pair sum is ``2 (z Re(v) - Re(v conj(w))) / (z^2 - 2 Re(w) z + |w|^2)``; numerator and
-    denominator are scaled by ``s = 1 / (1 + |z|^2)`` so nodes near the Nyquist pole (|z| huge)
-    stay in float32 range. Differentiable in ``v`` only (``w`` and ``z`` are buffers of the S4
-    kernel, not trained); memory is bounded by chunking
-    the frequencies (``chunk`` nodes at a time, default about 16M elements per chunk).
+    Each conjugate pair is one term ``2 (z Re(v) - Re(v conj(w))) / d`` with
+    ``d = (z - w)(z - conj(w)) = z^2 - 2 Re(w) z + |w|^2``. The denominators of a chunk of nodes
+    come from one (H N, 3) x (3, f) matrix product, are inverted in place, and are contracted
+    with the real numerator weights by one batched matrix product; everything is scaled by
+    ``s = 1 / (1 + |z|^2)`` so nodes near the Nyquist pole (|z| huge) stay in float32 range.
+    Differentiable in ``v`` only (``w`` and ``z`` are buffers of the S4 kernel, not trained);
+    memory is bounded by chunking the nodes (``chunk`` at a time, default about 16M elements).
     """
     a_dim, h_dim, n_dim = v.shape
     if w.requires_grad or z.requires_grad:
@@ -114,37 +118,30 @@ def cauchy_conj(v: Tensor, z: Tensor, w: Tensor, chunk: int | None = None) -> Te
         chunk = max(16, _FREQ_CHUNK_ELEMS // max(1, h_dim * n_dim))
     # numerator weights, with the pair sum's factor 2 folded in: rows [Re(v); Re(v conj(w))]
     weights = 2.0 * torch.cat([v.real, (v * w.conj()).real], dim=0).transpose(0, 1)  # (H, 2A, N)
-    a_re = -2.0 * w.real.unsqueeze(-1)  # (H, N, 1)
-    m = (w.real.square() + w.imag.square()).unsqueeze(-1)  # |w|^2
+    # s d = [1, -2 Re(w), |w|^2] . [s z^2, s z, s]
+    coef = torch.stack([torch.ones_like(w.real), -2.0 * w.real, w.real.square() + w.imag.square()])
+    coef = coef.reshape(3, h_dim * n_dim).T
     z128 = z.to(torch.complex128)
     s128 = 1.0 / (1.0 + z128.abs().square())
-    zs, z2s = z128 * s128, z128.square() * s128
-
-    def per_freq(t: Tensor) -> Tensor:
-        return t.to(device=v.device, dtype=real_dtype)
-
-    zs_re, zs_im, z2s_re, z2s_im = map(per_freq, (zs.real, zs.imag, z2s.real, z2s.imag))
-    s = per_freq(s128)
+    zs = z128 * s128
+    nodes = torch.stack([z128.square() * s128, zs, s128.to(torch.complex128)])  # (3, F)
+    nodes = torch.view_as_real(nodes).to(device=v.device, dtype=real_dtype)  # (3, F, 2)
+    zs_re, zs_im = zs.real.to(nodes), zs.imag.to(nodes)
+    s = s128.to(nodes)
     out = []
     for lo in range(0, z.shape[0], chunk):
         hi = min(lo + chunk, z.shape[0])
-        # denominator s (z - w)(z - conj w), split into real and imaginary parts
-        den_re = torch.addcmul(z2s_re[lo:hi], a_re, zs_re[lo:hi])
-        den_re.addcmul_(m, s[lo:hi])
-        den_im = torch.addcmul(z2s_im[lo:hi], a_re, zs_im[lo:hi])
-        inv = den_re * den_re
-        inv.addcmul_(den_im, den_im).reciprocal_()
-        # d[:, :, 0] = Re(1/den), d[:, :, 1] = -Im(1/den)
-        d = torch.empty(h_dim, n_dim, 2, hi - lo, dtype=real_dtype, device=v.device)
-        torch.mul(den_re, inv, out=d[:, :, 0])
-        torch.mul(den_im, inv, out=d[:, :, 1])
-        acc = torch.bmm(weights, d.view(h_dim, n_dim, -1)).view(h_dim, 2 * a_dim, 2, hi - lo)
-        # sums X = p - i q; result = zs X0 - s X1 in real arithmetic
-        p0, q0 = acc[:, :a_dim, 0], acc[:, :a_dim, 1]
-        p1, q1 = acc[:, a_dim:, 0], acc[:, a_dim:, 1]
+        f = hi - lo
+        den = coef @ nodes[:, lo:hi].reshape(3, 2 * f)  # (H N, 2 f): s d, re/im interleaved
+        inv = torch.view_as_complex(den.view(h_dim * n_dim, f, 2)).reciprocal_()
+        acc = torch.bmm(weights, torch.view_as_real(inv).view(h_dim, n_dim, 2 * f))
+        acc = acc.view(h_dim, 2 * a_dim, f, 2)  # sums p + i q of weights / (s d)
+        p0, q0 = acc[:, :a_dim, :, 0], acc[:, :a_dim, :, 1]
+        p1, q1 = acc[:, a_dim:, :, 0], acc[:, a_dim:, :, 1]
+        # result = z s X0 - s X1 with X = (p + i q) (the factors s cancel)
         alpha, beta, sc = zs_re[lo:hi], zs_im[lo:hi], s[lo:hi]
-        re = (alpha * p0).addcmul_(beta, q0).addcmul_(sc, p1, value=-1.0)
-        im = (beta * p0).addcmul_(alpha, q0, value=-1.0).addcmul_(sc, q1)
+        re = (alpha * p0).addcmul_(beta, q0, value=-1.0).addcmul_(sc, p1, value=-1.0)
+        im = (beta * p0).addcmul_(alpha, q0).addcmul_(sc, q1, value=-1.0)
         out.append(torch.complex(re, im))
     return torch.cat(out, dim=-1).transpose(0, 1)
 
@@ -189,19 +186,20 @@ class NPLRKernel(nn.Module):
         n = w.shape[-1]
         if not (p.shape[-1] == b.shape[-1] == c.shape[-1] == n):
             raise S4InputError("w, p, b and c must share the (half) state size")
+        if p.ndim != 2 or p.shape[0] != 1:
+            raise S4InputError(f"the low-rank term must have rank 1 (HiPPO-LegS), got {p.shape}")
         cdtype = c.dtype
-        self.rank = p.shape[0]
         self.l_kernel = int(l_max)
         self._power_cache: tuple[int, Tensor] | None = None  # (L, dA^L), not in the state dict
         self._set_nodes(self.l_kernel, device=c.device)
-        self.C = nn.Parameter(torch.view_as_real(c.conj().resolve_conj()).contiguous())
+        self.C = nn.Parameter(torch.view_as_real(c.clone()))
         self.register_buffer("log_dt", log_dt.to(cdtype.to_real()))
         b_h = b.to(cdtype).expand(1, h, n)
-        p_h = p.to(cdtype).unsqueeze(1).expand(self.rank, h, n)
+        p_h = p.to(cdtype).unsqueeze(1).expand(1, h, n)
         self.register_buffer("B", torch.view_as_real(b_h.clone()))
         self.register_buffer("P", torch.view_as_real(p_h.clone()))
         self.register_buffer("w", torch.view_as_real(w.to(cdtype).expand(h, n).clone()))
-        # A = diag(w) - P Q^T over the full state needs Q = conj(P) for the HiPPO factorisation
+        # A = diag(w) - P Q^T over the full state; Q = conj(P) gives HiPPO's A = W - P P^*
         self.register_buffer("Q", torch.view_as_real(p_h.conj().resolve_conj().clone()))
         if length_correction:
             self._correct_c(double=False)
@@ -217,19 +215,14 @@ class NPLRKernel(nn.Module):
         state, complex128 (H, N, N); the inverse of diagonal-plus-low-rank by Woodbury."""
         dt = torch.exp(self.log_dt.double())[:, None]  # (H, 1)
         w = _conj_cat(torch.view_as_complex(self.w.double()))  # (H, N)
-        p = _conj_cat(torch.view_as_complex(self.P.double())).permute(1, 2, 0)  # (H, N, r)
-        q = _conj_cat(torch.view_as_complex(self.Q.double())).permute(1, 0, 2)  # (H, r, N)
-        # I - dt/2 A = diag(e) + U q  with e = 1 - dt/2 w, U = dt/2 p
+        p = _conj_cat(torch.view_as_complex(self.P.double()))[0]  # (H, N)
+        q = _conj_cat(torch.view_as_complex(self.Q.double()))[0]
+        # I - dt/2 A = diag(e) + u q^T with e = 1 - dt/2 w, u = dt/2 p (Sherman-Morrison)
         d = 1.0 / (1.0 - dt / 2 * w)  # diag(e)^-1
-        du = d.unsqueeze(-1) * (dt.unsqueeze(-1) / 2 * p)  # (H, N, r)
-        qd = q * d.unsqueeze(1)  # (H, r, N)
-        small = qd @ (dt.unsqueeze(-1) / 2 * p)  # (H, r, r)
-        if small.shape[-1] == 1:
-            core = qd / (1.0 + small)  # (H, 1, N)
-        else:
-            eye_r = torch.eye(small.shape[-1], dtype=p.dtype, device=p.device)
-            core = torch.linalg.solve(eye_r + small, qd)  # (H, r, N)
-        inv = torch.diag_embed(d) - du @ core
+        du = d * (dt / 2 * p)
+        qd = q * d
+        core = qd / (1.0 + (qd * (dt / 2 * p)).sum(-1, keepdim=True))
+        inv = torch.diag_embed(d) - du.unsqueeze(-1) * core.unsqueeze(-2)
         eye = torch.eye(w.shape[-1], dtype=w.dtype, device=w.device)
         return 2.0 * inv - eye
 
@@ -310,16 +303,8 @@ class NPLRKernel(nn.Module):
         n_b, n_c, h, n = v.shape
         z = cplx("z")
         r = cauchy(v.reshape(n_b * n_c, h, n), z, w).view(n_b, n_c, h, -1)
-        rk = self.rank
-        if rk == 1:
-            k_f = r[:-1, :-1] - r[:-1, -1:] * r[-1:, :-1] / (1 + r[-1:, -1:])
-        else:  # general Woodbury: r00 - r01 (I + r11)^-1 r10
-            r11 = r[-rk:, -rk:].permute(2, 3, 0, 1)
-            eye = torch.eye(rk, dtype=r.dtype, device=r.device)
-            inv = torch.linalg.inv(eye + r11).permute(2, 3, 0, 1)
-            k_f = r[:-rk, :-rk] - torch.einsum(
-                "ijhf,jkhf,klhf->ilhf", r[:-rk, -rk:], inv, r[-rk:, :-rk]
-            )
+        # rank-1 Woodbury: C R B - (C R P)(Q^T R B) / (1 + Q^T R P)
+        k_f = r[:-1, :-1] - r[:-1, -1:] * r[-1:, :-1] / (1 + r[-1:, -1:])
         omega = cplx("omega").to(k_f.dtype)
         return (k_f * (2 / (1 + omega)))[-1]
 
