@@ -140,16 +140,20 @@ def test_ids_dates_and_joins(tiny):
     assert enc["ed_enc_id"].is_unique
     for col in (meta["date"], enc["start_datetime"], enc["end_datetime"]):
         years = pd.to_datetime(col).dt.year
-        assert years.between(2110, 2121).all()
+        assert years.between(2110, 2119).all()
     # every ECG joins to exactly one visit of its own patient, every visit has an ECG
     j = meta.merge(link, on="ecg_id").merge(enc, on="ed_enc_id", suffixes=("", "_enc"))
     assert len(j) == len(meta)
     assert (j["patient_ngsci_id"] == j["patient_ngsci_id_enc"]).all()
     assert set(enc["ed_enc_id"]) == set(link["ed_enc_id"])
     assert set(enc["patient_ngsci_id"]) == set(pats["patient_ngsci_id"])
-    # the ECG is recorded during (or just after the start of) its visit
-    gap = pd.to_datetime(j["date"]) - pd.to_datetime(j["start_datetime"])
-    assert (gap >= pd.Timedelta(0)).all()
+    # ECGs are recorded during their visit; a patient's visits do not overlap
+    date = pd.to_datetime(j["date"])
+    assert (date > pd.to_datetime(j["start_datetime"])).all()
+    assert (date < pd.to_datetime(j["end_datetime"])).all()
+    enc = enc.sort_values(["patient_ngsci_id", "start_datetime"])
+    nxt = enc.groupby("patient_ngsci_id")["start_datetime"].shift(-1).dropna()
+    assert (pd.to_datetime(nxt) > pd.to_datetime(enc.loc[nxt.index, "end_datetime"])).all()
     assert len(pats) == tiny.n_patients == 40
     assert 1.3 <= tiny.n_ecgs / tiny.n_patients <= 4.0
 
@@ -368,7 +372,7 @@ def test_cohort_rates_roughly_right(medium):
     assert (df["macetrop_pos_or_death_030"] == df["mace"]).all()
     assert (df["macetrop_pos_or_death_030"] == (df["macetrop_030_pos"] | df["death_030_day"])).all()
     # the oracle ranks ACS in the tested cohort well; MACE follows the same latent
-    assert roc_auc_score(tested["acs"], tested["oracle_risk"]) > 0.7
+    assert roc_auc_score(tested["acs"], tested["oracle_risk"]) > 0.6  # ~90 visits: noisy
     assert roc_auc_score(untested["mace"], untested["oracle_risk"]) > 0.6
 
 
@@ -391,6 +395,11 @@ def test_visit_level_rates_match_contract():
     assert np.average(acs[inc_t], weights=n[inc_t]) == pytest.approx(0.39, abs=0.1)
     assert np.average(mace[inc_u], weights=n[inc_u]) == pytest.approx(0.084, abs=0.02)
     assert not acs[~tested].any()
+    # with half the included ECGs tested: the oracle's AUROC for ACS among tested visits
+    visits = synth._draw_visits(rng, patients[:2000], cal, 0.5, taken)
+    tv = [v for v in visits if v.group == "tested"]
+    auc = roc_auc_score([v.acs for v in tv], [v.risk for v in tv])
+    assert len(tv) > 500 and 0.78 <= auc <= 0.92
 
 
 def _st_j60(x: np.ndarray) -> np.ndarray:
@@ -432,3 +441,13 @@ def test_planted_signal_in_territory_leads(medium):
     assert sum(d > 0.01 for d in diffs) >= 2 and max(diffs) < 0.1, diffs
     pooled_z = np.sum(diffs) / np.sqrt(np.sum(variances))
     assert pooled_z > 3.5, (diffs, variances)
+
+
+def test_failure_leaves_no_partial_cohort(tmp_path, monkeypatch):
+    def boom(specs, workers):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(synth, "_run", boom)
+    with pytest.raises(RuntimeError, match="disk full"):
+        synth.generate(tmp_path, n_patients=3, seed=1)
+    assert list(tmp_path.iterdir()) == []
