@@ -57,9 +57,9 @@ def _build_hubert(size: str, profile: str) -> nn.Module:
 def build_model(name: str, profile: str = "paper") -> nn.Module:
     """A freshly initialised model ``name``: ``paper`` = the benchmark architecture, ``smoke`` =
     the same class with narrow widths (ResNet-18: 8 base channels, hidden 32; ResNet-50: 4,
-    hidden 16; S4: d_model 32, d_state 16, 2 layers; HuBERT: ``hubert_config(size, smoke=True)``). ECG-OMI is already small
-    (210,783 parameters) and its module names encode its widths, so both profiles build it as
-    published."""
+    hidden 16; S4: d_model 32, d_state 16, 2 layers; HuBERT: ``hubert_config(size, smoke=True)``).
+    ECG-OMI is already small (210,783 parameters) and its module names encode its widths, so both
+    profiles build it as published."""
     spec = model_spec(name)
     if profile not in PROFILES:
         raise UnknownModelError(f"unknown profile {profile!r}; expected one of {PROFILES}")
