@@ -35,3 +35,15 @@ def env_for(cohort_root: Path, storage: Path, **extra: str) -> dict[str, str]:
         "ACS_PROFILE": "smoke",
         **extra,
     }
+
+
+@pytest.fixture(scope="module")
+def single_thread_torch():
+    """One intra-op torch thread for a test module: on a shared machine, one thread is far
+    faster than two contended ones."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

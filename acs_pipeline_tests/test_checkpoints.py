@@ -17,14 +17,7 @@ from acs_pipeline.checkpoints import (
 )
 from acs_pipeline.models.registry import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 class Exploit:

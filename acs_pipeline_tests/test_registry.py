@@ -16,14 +16,7 @@ from acs_pipeline.models.ecg_omi import ECGOMI
 from acs_pipeline.models.registry import state_layout
 from acs_pipeline.models.resnet1d import ResNet1D
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    """The test machine is shared: one intra-op thread is far faster than two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 def test_names_and_specs():
