@@ -6,6 +6,8 @@ STAMP  := $(VENV)/.installed
 DEMO   ?= .demo
 DEMO_PATIENTS ?= 1200
 DEMO_SEED ?= 7
+# More cath-tested visits than the real 5 %, so the demo's ACS validation split is not tiny.
+DEMO_TESTED_FRACTION ?= 0.25
 
 export ACS_RAW_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/v1
 export ACS_HOLDOUT_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/holdout
@@ -24,7 +26,8 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 $(ACS_RAW_URI)/ecg-metadata.csv: | $(STAMP)
-	$(PY) -m acs_pipeline synth --out $(abspath $(DEMO))/data --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED)
+	$(PY) -m acs_pipeline synth --out $(abspath $(DEMO))/data --patients $(DEMO_PATIENTS) --seed $(DEMO_SEED) \
+		--tested-fraction $(DEMO_TESTED_FRACTION)
 
 $(DAGSTER_HOME)/dagster.yaml: dagster.local.yaml
 	@mkdir -p $(DAGSTER_HOME)
