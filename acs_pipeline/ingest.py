@@ -9,6 +9,7 @@ listed file ends either as a tensor row or as a rejection with its reason.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import time
@@ -186,9 +187,10 @@ def _ingest_shard(source: RawSource, storage: Storage, view: str, shard: str,
     order = np.argsort(kept_ids, kind="stable")
     kept_ids = [kept_ids[i] for i in order]
     out = out[order]
-    with storage.open_write(path) as fh:
-        tensors.write(fh, kept_ids, out)
-    data = storage.read_bytes(path)
+    buf = io.BytesIO()
+    tensors.write(buf, kept_ids, out)
+    data = buf.getvalue()
+    storage.write_bytes(path, data)  # atomic; hashed from memory, no read-back
     return ShardResult(shard, fingerprint, path, len(kept_ids), len(data),
                        hashlib.sha256(data).hexdigest(), rejects)
 
