@@ -1,8 +1,11 @@
-"""Sharded, incremental ingest of the raw npz waveforms into Parquet tensor shards.
+"""Sharded, incremental ingest of the raw npz waveforms into Parquet tensor parts.
 
-ECGs are grouped into shards by the two-hex-digit folder Nightingale already uses. Each shard's
-output records a fingerprint of its inputs (file keys and content hashes), the view and the
-processing code version; a re-run recomputes only the shards whose fingerprint changed. Every
+ECGs are grouped into shards by the two-hex-digit folder Nightingale already uses
+(``{prefix}/{view}/shard=3d/``). A shard holds one or more parts; each part records the raw files
+it was made from (key and content hash), and its name carries a fingerprint of those, the view
+and the processing code version. A re-run leaves a shard alone when its parts cover exactly the
+manifest's files, and otherwise decodes only the files no part covers, so new files cost in
+proportion to their number. Shards are independent and can run in separate processes. Every
 listed file ends either as a tensor row or as a rejection with its reason.
 """
 
@@ -10,14 +13,19 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import json
+import multiprocessing
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from acs_pipeline import tensors
 from acs_pipeline.leads import WaveformError, decode_npz, to_3by4
@@ -32,6 +40,7 @@ MANIFEST_SCHEMA = {
     "key": pl.String, "ecg_id": pl.String, "shard": pl.String, "size": pl.Int64,
     "etag": pl.String, "sha256": pl.String, "status": pl.String, "detail": pl.String,
 }
+INDEX_FORMAT = 2
 REJECT_SCHEMA = {"ecg_id": pl.String, "key": pl.String, "stage": pl.String,
                  "reason": pl.String, "detail": pl.String}
 
@@ -121,14 +130,47 @@ def transform_batch(view: str, raw: np.ndarray) -> tuple[np.ndarray, list[str | 
 
 
 @dataclass
-class ShardResult:
-    shard: str
-    fingerprint: str
+class Part:
+    """One Parquet file of a shard: the raw files it covers and what became of each of them.
+
+    ``members`` maps every raw key the part was made from to that file's content hash; each
+    member is either a tensor row or one of ``rejects``. The file name carries the part's
+    fingerprint, so the same inputs always give the same path.
+    """
+
     path: str
+    fingerprint: str
     rows: int
     bytes: int
     sha256: str
+    members: dict[str, str]
     rejects: list[dict] = field(default_factory=list)
+
+
+@dataclass
+class ShardTask:
+    """Everything one shard's update needs; picklable, so it can run in another process."""
+
+    source: RawSource
+    storage: Storage
+    view: str
+    code_version: str
+    shard: str
+    base: str
+    wanted: dict[str, str]  # raw key -> content hash, the manifest's ``ok`` files
+    ids: dict[str, str]  # raw key -> ecg_id
+    parts: list[Part]  # the shard's current parts (empty when none or stale)
+    max_parts: int = 8
+    batch: int = 256
+
+
+@dataclass
+class ShardOutcome:
+    shard: str
+    parts: list[Part]
+    computed: int  # ECGs decoded and transformed
+    carried: int  # rows (or rejections) copied from parts that were rewritten
+    seconds: float
 
 
 @dataclass
@@ -138,6 +180,10 @@ class IngestReport:
     shards_reused: int = 0
     shards_computed: int = 0
     shards_removed: int = 0
+    ecgs_computed: int = 0
+    rows_carried: int = 0
+    parts: int = 0
+    workers: int = 1
     rows: int = 0
     rejected: int = 0
     bytes: int = 0
@@ -152,47 +198,183 @@ class IngestReport:
         return d
 
 
-def _ingest_shard(source: RawSource, storage: Storage, view: str, shard: str,
-                  members: pl.DataFrame, fingerprint: str, path: str) -> ShardResult:
-    keys = members["key"].to_list()
-    ids = dict(zip(keys, members["ecg_id"].to_list(), strict=True))
+def _shard_dir(base: str, shard: str) -> str:
+    return f"{base}/shard={shard}"
+
+
+def _shard_file(base: str, shard: str) -> str:
+    return f"{_shard_dir(base, shard)}/_shard.json"
+
+
+def _compute(task: ShardTask, keys: list[str], reads: Iterator[tuple[str, bytes | Exception]]
+             ) -> tuple[list[str], np.ndarray, list[dict]]:
+    """Decode and transform ``keys`` (their bytes come from ``reads``, in order) in batches
+    -> (ecg ids, float16 tensors, rejections)."""
     rejects: list[dict] = []
-    good_ids: list[str] = []
-    arrays: list[np.ndarray] = []
-    for key, data in source.read_many(keys):
+    ids: list[str] = []
+    chunks: list[np.ndarray] = []
+    pending_ids: list[str] = []
+    pending_keys: list[str] = []
+    pending: list[np.ndarray] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        out, errors = transform_batch(task.view, np.stack(pending))
+        keep = np.array([e is None for e in errors])
+        for ecg_id, key, err in zip(pending_ids, pending_keys, errors, strict=True):
+            if err is None:
+                ids.append(ecg_id)
+            else:
+                reason, _, detail = err.partition(": ")
+                rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
+                                "reason": reason, "detail": detail})
+        chunks.append(out[keep].astype(tensors.STORAGE_DTYPE))
+        pending.clear()
+        pending_ids.clear()
+        pending_keys.clear()
+
+    for expected, (key, data) in zip(keys, reads, strict=True):
+        if key != expected:
+            raise RuntimeError(f"read {key!r} where {expected!r} was expected")
+        ecg_id = task.ids[key]
         if isinstance(data, Exception):
-            rejects.append({"ecg_id": ids[key], "key": key, "stage": view,
+            rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
                             "reason": "unreadable", "detail": str(data)})
             continue
         try:
-            arrays.append(decode_npz(data, source=key))
-            good_ids.append(ids[key])
+            pending.append(decode_npz(data, source=key))
         except WaveformError as exc:
-            rejects.append({"ecg_id": ids[key], "key": key, "stage": view,
+            rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
                             "reason": exc.reason, "detail": str(exc)})
-    kept_ids: list[str] = []
-    if arrays:
-        out, errors = transform_batch(view, np.stack(arrays))
-        keep = np.array([e is None for e in errors])
-        key_of = {v: k for k, v in ids.items()}
-        for ecg_id, err in zip(good_ids, errors, strict=True):
-            if err is not None:
-                reason, _, detail = err.partition(": ")
-                rejects.append({"ecg_id": ecg_id, "key": key_of[ecg_id], "stage": view,
-                                "reason": reason, "detail": detail})
-        kept_ids = [e for e, k in zip(good_ids, keep, strict=True) if k]
-        out = out[keep]
-    else:
-        out = np.zeros((0, VIEWS[view], 5000), dtype=np.float32)
-    order = np.argsort(kept_ids, kind="stable")
-    kept_ids = [kept_ids[i] for i in order]
-    out = out[order]
-    buf = io.BytesIO()
-    tensors.write(buf, kept_ids, out)
-    data = buf.getvalue()
-    storage.write_bytes(path, data)  # atomic; hashed from memory, no read-back
-    return ShardResult(shard, fingerprint, path, len(kept_ids), len(data),
-                       hashlib.sha256(data).hexdigest(), rejects)
+            continue
+        pending_ids.append(ecg_id)
+        pending_keys.append(key)
+        if len(pending) >= task.batch:
+            flush()
+    flush()
+    x = (np.concatenate(chunks) if chunks
+         else np.zeros((0, VIEWS[task.view], 5000), dtype=tensors.STORAGE_DTYPE))
+    return ids, x, rejects
+
+
+def _read_part(storage: Storage, part: Part) -> tensors.TensorSet:
+    return tensors.from_table(pq.read_table(pa.BufferReader(storage.read_bytes(part.path))),
+                              source=storage.uri(part.path))
+
+
+def _valid(part: Part, wanted: dict[str, str]) -> bool:
+    return all(wanted.get(k) == s for k, s in part.members.items())
+
+
+def _plan(task: ShardTask) -> tuple[list[Part], list[Part], list[str]]:
+    """(parts kept as they are, parts to rewrite, raw keys to decode) for one shard."""
+    keep = [p for p in task.parts if _valid(p, task.wanted)]
+    if len(keep) >= task.max_parts:
+        keep = []  # compact: everything is carried into one new part
+    covered = {k for p in keep for k in p.members}
+    rewrite = [p for p in task.parts if all(p is not k for k in keep)]
+    carried = {k for p in rewrite for k, s in p.members.items() if task.wanted.get(k) == s}
+    todo = sorted(k for k in task.wanted if k not in covered and k not in carried)
+    return keep, rewrite, todo
+
+
+def _process_shard(task: ShardTask,
+                   reads: Iterator[tuple[str, bytes | Exception]] | None = None
+                   ) -> ShardOutcome:
+    """Bring one shard up to date: keep valid parts, add one part for what they do not cover.
+
+    Parts whose members all still match the manifest are kept as they are. Rows of a part that
+    lost a member (file changed or removed) are carried into the new part without recomputing;
+    only files no part covers are decoded and transformed. With more than ``max_parts`` parts
+    the shard is compacted into one. The shard's ``_shard.json`` is written after its parquet
+    files, and replaced parts are deleted last, so a crash leaves the previous state readable.
+    """
+    t0 = time.perf_counter()
+    st = task.storage
+    keep, rewrite, todo = _plan(task)
+    covered = {k for p in keep for k in p.members}
+    carried_ids: list[str] = []
+    carried_x: list[np.ndarray] = []
+    carried_rejects: list[dict] = []
+    members: dict[str, str] = {}
+    for p in rewrite:
+        still = {k: s for k, s in p.members.items() if task.wanted.get(k) == s
+                 and k not in covered and k not in members}
+        if not still:
+            continue
+        members.update(still)
+        wanted_ids = {task.ids[k] for k in still}
+        carried_rejects += [r for r in p.rejects if r["key"] in still]
+        if p.rows:
+            tset = _read_part(st, p)
+            sel = np.array([e in wanted_ids for e in tset.ecg_ids.tolist()], dtype=bool)
+            carried_ids += tset.ecg_ids[sel].tolist()
+            carried_x.append(tset.x[sel])
+    if reads is None:
+        reads = task.source.read_many(todo)
+    ids, x, rejects = _compute(task, todo, reads) if todo else ([], None, [])
+    members.update({k: task.wanted[k] for k in todo})
+    new_parts = list(keep)
+    if members:
+        all_ids = carried_ids + ids
+        stack = [a for a in [*carried_x, x] if a is not None and len(a)]
+        xs = (np.concatenate(stack) if stack
+              else np.zeros((0, VIEWS[task.view], 5000), dtype=tensors.STORAGE_DTYPE))
+        order = np.argsort(np.asarray(all_ids, dtype=object), kind="stable")
+        fp = shard_fingerprint(task.view, task.code_version, members.items())
+        path = f"{_shard_dir(task.base, task.shard)}/part-{fp[:16]}.parquet"
+        buf = io.BytesIO()
+        tensors.write(buf, [all_ids[i] for i in order], xs[order])
+        data = buf.getvalue()
+        st.write_bytes(path, data)  # atomic; hashed from memory, no read-back
+        new_parts.append(Part(path, fp, len(all_ids), len(data),
+                              hashlib.sha256(data).hexdigest(), members,
+                              sorted(carried_rejects + rejects, key=lambda r: r["key"])))
+    st.write_bytes(_shard_file(task.base, task.shard), json.dumps({
+        "view": task.view, "code_version": task.code_version, "shard": task.shard,
+        "parts": [asdict(p) for p in new_parts]}).encode())
+    live = {p.path for p in new_parts}
+    for rel in st.list(_shard_dir(task.base, task.shard) + "/"):
+        if rel.endswith(".parquet") and rel not in live:
+            st.delete(rel)  # replaced, stale (older code version) or left by a crashed run
+    return ShardOutcome(task.shard, new_parts, len(todo),
+                        len(members) - len(todo), time.perf_counter() - t0)
+
+
+def _read_shard_state(storage: Storage, base: str, shard: str, view: str,
+                      code_version: str) -> list[Part]:
+    """The shard's recorded parts whose files exist; [] if none, stale or unreadable."""
+    rel = _shard_file(base, shard)
+    try:
+        doc = json.loads(storage.read_bytes(rel))
+    except (FileNotFoundError, ValueError):
+        return []
+    if doc.get("view") != view or doc.get("code_version") != code_version:
+        return []
+    parts = [Part(**p) for p in doc.get("parts", [])]
+    return [p for p in parts if storage.exists(p.path)]
+
+
+def _run_tasks(tasks: list[ShardTask], workers: int,
+               min_parallel: int) -> Iterator[ShardOutcome]:
+    todo = [_plan(t)[2] for t in tasks]
+    if workers <= 1 or len(tasks) <= 1 or sum(map(len, todo)) < min_parallel:
+        # One read stream over every shard: reads run ahead across shard boundaries.
+        stream = tasks[0].source.read_many([k for keys in todo for k in keys]) if tasks else None
+        for task, keys in zip(tasks, todo, strict=True):
+            yield _process_shard(task, itertools.islice(stream, len(keys)))
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork: the caller may hold threads and locks
+    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:
+        futures = [pool.submit(_process_shard, t) for t in tasks]
+        try:
+            for fut in as_completed(futures):
+                yield fut.result()
+        except BaseException:
+            for fut in futures:
+                fut.cancel()
+            raise
 
 
 def ingest_view(
@@ -203,85 +385,148 @@ def ingest_view(
     *,
     code_version: str,
     prefix: str = "tensors",
+    workers: int = 1,
+    max_parts: int = 8,
+    min_parallel: int = 512,
     on_shard: Callable[[str, bool], None] | None = None,
 ) -> IngestReport:
     """Bring ``{prefix}/{view}/`` up to date with the manifest's ``ok`` files.
 
-    Shards whose fingerprint matches the index are reused; the index is rewritten after every
-    computed shard, so an interrupted run keeps its progress. Files not ``ok`` in the manifest are
-    reported as rejections of stage ``manifest``.
+    Shards are independent units of work: with ``workers`` > 1 they run in that many separate
+    processes (when the shards to update hold at least ``min_parallel`` files: starting a
+    process costs about a second). Within a shard only files that no valid part covers are
+    decoded (see `_process_shard`), so adding 1 % new files costs about 1 % of a full ingest
+    plus one small write per touched shard. Each shard records its state in
+    ``shard=XX/_shard.json`` as soon as it is done, so an interrupted run keeps its progress;
+    ``_index.json`` lists the parts of every shard and is written last. Files not ``ok`` in the
+    manifest are reported as rejections of
+    stage ``manifest``.
     """
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEWS)}")
     t0 = time.perf_counter()
     base = f"{prefix}/{view}"
     index_path = f"{base}/_index.json"
-    index: dict = {"view": view, "code_version": code_version, "shards": {}}
+    old_shards: set[str] = set()
     if storage.exists(index_path):
         old = json.loads(storage.read_bytes(index_path))
-        if old.get("view") == view:
-            index["shards"] = old.get("shards", {})
-    report = IngestReport(view=view, index_path=storage.uri(index_path))
-    bad = manifest.filter(pl.col("status") != "ok")
-    for r in bad.iter_rows(named=True):
+        if old.get("format") == INDEX_FORMAT:
+            old_shards = set(old.get("shards", {}))
+        else:  # the one-file-per-shard layout of format 1
+            for entry in old.get("shards", {}).values():
+                storage.delete(entry["path"])
+    report = IngestReport(view=view, index_path=storage.uri(index_path), workers=workers)
+    for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True):
         report.rejects.append({"ecg_id": r["ecg_id"], "key": r["key"], "stage": "manifest",
                                "reason": r["status"], "detail": r["detail"]})
     ok = manifest.filter(pl.col("status") == "ok")
-    shards = ok.partition_by("shard", as_dict=True, maintain_order=True)
-    wanted = {}
-    for (shard,), members in sorted(shards.items()):
-        fp = shard_fingerprint(view, code_version,
-                               members.select("key", "sha256").iter_rows())
-        wanted[shard] = (members, fp)
-    for shard in sorted(set(index["shards"]) - set(wanted)):
-        path = index["shards"].pop(shard)["path"]
-        if storage.exists(path):
-            storage.delete(path)
-        report.shards_removed += 1
-    for shard, (members, fp) in wanted.items():
-        path = f"{base}/shard={shard}.parquet"
-        prev = index["shards"].get(shard)
-        reuse = prev is not None and prev["fingerprint"] == fp and storage.exists(path)
-        if reuse:
-            res = ShardResult(**prev)
+    wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for shard, key, ecg_id, sha in ok.select("shard", "key", "ecg_id", "sha256").iter_rows():
+        hashes, ids = wanted.setdefault(shard, ({}, {}))
+        hashes[key] = sha
+        ids[key] = ecg_id
+    shards = sorted(wanted)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        states = dict(zip(shards, pool.map(
+            lambda s: _read_shard_state(storage, base, s, view, code_version), shards),
+            strict=True))
+    final: dict[str, list[Part]] = {}
+    tasks: list[ShardTask] = []
+    for shard in shards:
+        hashes, ids = wanted[shard]
+        parts = states[shard]
+        if {k: s for p in parts for k, s in p.members.items()} == hashes:
+            final[shard] = parts
             report.shards_reused += 1
+            if on_shard:
+                on_shard(shard, True)
         else:
-            res = _ingest_shard(source, storage, view, shard, members, fp, path)
-            index["shards"][shard] = asdict(res)
-            storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
-            report.shards_computed += 1
+            tasks.append(ShardTask(source, storage, view, code_version, shard, base, hashes,
+                                   ids, parts, max_parts=max_parts))
+    for out in _run_tasks(tasks, workers, min_parallel):
+        final[out.shard] = out.parts
+        report.shards_computed += 1
+        report.ecgs_computed += out.computed
+        report.rows_carried += out.carried
         if on_shard:
-            on_shard(shard, reuse)
-        report.rows += res.rows
-        report.bytes += res.bytes
-        report.rejects.extend(res.rejects)
-    index["code_version"] = code_version
+            on_shard(out.shard, False)
+    for shard in sorted(old_shards - set(wanted)):
+        for rel in storage.list(_shard_dir(base, shard) + "/"):
+            storage.delete(rel)
+        report.shards_removed += 1
+    index = {"format": INDEX_FORMAT, "view": view, "code_version": code_version,
+             "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
+                             "sha256": p.sha256} for p in final[s]] for s in shards}}
     storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
-    report.shards_total = len(wanted)
+    for s in shards:
+        for p in final[s]:
+            report.parts += 1
+            report.rows += p.rows
+            report.bytes += p.bytes
+            report.rejects.extend(p.rejects)
+    report.shards_total = len(shards)
     report.rejected = len(report.rejects)
-    report.data_version = hashlib.sha256(
-        "".join(f"{s}:{index['shards'][s]['sha256']}" for s in sorted(wanted)).encode()
-    ).hexdigest()[:16]
+    report.data_version = index_version(index)
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def index_version(index: dict) -> str:
+    """Content version of a view: a hash of every part's SHA-256, in shard order."""
+    h = hashlib.sha256()
+    for s in sorted(index["shards"]):
+        for p in index["shards"][s]:
+            h.update(f"{s}:{p['sha256']}\n".encode())
+    return h.hexdigest()[:16]
 
 
 def rejects_frame(rejects: Sequence[dict]) -> pl.DataFrame:
     return pl.DataFrame(list(rejects), schema=REJECT_SCHEMA)
 
 
-def shard_paths(storage: Storage, view: str, prefix: str = "tensors") -> list[str]:
-    """The tensor shard files recorded in a view's index, in shard order."""
+def _index(storage: Storage, view: str, prefix: str) -> dict:
     index_path = f"{prefix}/{view}/_index.json"
     if not storage.exists(index_path):
         raise IngestError(f"{storage.uri(index_path)} does not exist: materialize {view} first")
     index = json.loads(storage.read_bytes(index_path))
-    return [index["shards"][s]["path"] for s in sorted(index["shards"])]
+    if index.get("format") != INDEX_FORMAT:
+        raise IngestError(f"{storage.uri(index_path)} has an older layout: materialize {view} "
+                          "again")
+    return index
+
+
+def view_version(storage: Storage, view: str, prefix: str = "tensors") -> str:
+    """The content version of an ingested view (changes whenever any part changes)."""
+    return index_version(_index(storage, view, prefix))
+
+
+def shard_paths(storage: Storage, view: str, prefix: str = "tensors") -> list[str]:
+    """The tensor part files recorded in a view's index, in shard order."""
+    index = _index(storage, view, prefix)
+    return [p["path"] for s in sorted(index["shards"]) for p in index["shards"][s]]
 
 
 def load_view(storage: Storage, view: str, prefix: str = "tensors") -> tensors.TensorSet:
-    """Read every shard of a view into one (N, C, 5000) float16 tensor set."""
+    """Read every part of a view into one (N, C, 5000) float16 tensor set, sorted by ecg_id.
+
+    The rows are copied once, straight into their sorted place, whatever the part layout
+    (a view grown incrementally reads back exactly like one ingested in one go).
+    """
     fs, base = storage.pyarrow_fs()
-    parts = [tensors.read(f"{base.rstrip('/')}/{p}" if base else p, filesystem=fs)
-             for p in shard_paths(storage, view, prefix)]
-    return tensors.concat(parts)
+    paths = shard_paths(storage, view, prefix)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parts = list(pool.map(lambda p: tensors.read(
+            f"{base.rstrip('/')}/{p}" if base else p, filesystem=fs), paths))
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise tensors.TensorFileError(f"{view}: no tensors in {storage.uri(prefix)}")
+    ids = np.concatenate([p.ecg_ids for p in parts])
+    order = np.argsort(ids, kind="stable")
+    dest = np.empty_like(order)
+    dest[order] = np.arange(len(order))
+    x = np.empty((len(ids), *parts[0].x.shape[1:]), dtype=parts[0].x.dtype)
+    at = 0
+    for p in parts:
+        x[dest[at:at + len(p)]] = p.x
+        at += len(p)
+    return tensors.TensorSet(ids[order], x)

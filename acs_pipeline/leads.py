@@ -203,6 +203,23 @@ def bandpass(
     return y.astype(np.float32, copy=False)
 
 
+def short_lead_modes(
+    short: np.ndarray, resolution: float | None = MODE_RESOLUTION
+) -> np.ndarray:
+    """`lead_modes` of the twelve short leads (N, 12, 5000), looking at their printed windows.
+
+    A short lead is valid only inside its 2.5-s window, so the mode is taken over that window
+    (a quarter of the samples); leads with finite samples outside it fall back to the full row.
+    Equal to ``lead_modes(short)`` in every case.
+    """
+    win = np.stack([short[:, j, lead_window(j)] for j in range(12)], axis=1)
+    modes = lead_modes(win, resolution)
+    outside = np.isfinite(short).sum(axis=-1) != np.isfinite(win).sum(axis=-1)
+    if outside.any():
+        modes[outside] = lead_modes(short[outside], resolution)
+    return modes
+
+
 def to_3by4(
     raw: np.ndarray,
     apply_filter: bool = True,
@@ -223,7 +240,7 @@ def to_3by4(
             "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
         )
     short = arr[:, :12, :].astype(np.float32)
-    short -= lead_modes(short, mode_resolution)[..., None]
+    short -= short_lead_modes(short, mode_resolution)[..., None]
     np.nan_to_num(short, copy=False, nan=0.0)
     out = short.reshape(arr.shape[0], 4, 3, N_SAMPLES).sum(axis=1)
     if apply_filter:

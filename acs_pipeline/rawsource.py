@@ -103,6 +103,7 @@ class RawSource:
         self.backoff_s = backoff_s
         self.is_s3 = root.startswith("s3://")
         self._client: Any = None
+        self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         if self.is_s3:
             try:
@@ -121,12 +122,21 @@ class RawSource:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_client"] = None
+        state["_pool"] = None
         del state["_lock"]
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._lock = threading.Lock()
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        """The reader threads, created on first use and kept (one pool per source)."""
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.max_workers, thread_name_prefix="rawsource")
+            return self._pool
 
     # ---- S3 plumbing
 
@@ -292,9 +302,10 @@ class RawSource:
         the caller consumes the results.
         """
         window = 2 * self.max_workers
-        with ThreadPoolExecutor(self.max_workers, thread_name_prefix="rawsource") as pool:
-            pending: deque[tuple[str, Future[bytes | Exception]]] = deque()
-            it = iter(keys)
+        pool = self.pool
+        pending: deque[tuple[str, Future[bytes | Exception]]] = deque()
+        it = iter(keys)
+        try:
             for key in it:
                 pending.append((key, pool.submit(self._read_or_error, key)))
                 if len(pending) >= window:
@@ -305,6 +316,9 @@ class RawSource:
                 if next_key is not None:
                     pending.append((next_key, pool.submit(self._read_or_error, next_key)))
                 yield key, future.result()
+        finally:  # a consumer that stops early leaves no reads queued
+            for _, future in pending:
+                future.cancel()
 
     def exists(self, key: str) -> bool:
         """Whether the object ``key`` exists."""

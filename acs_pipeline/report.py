@@ -11,9 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import math
-import os
 import re
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +22,7 @@ import polars as pl
 from scipy import special, stats
 
 from acs_pipeline import metrics as M
+from acs_pipeline.storage import Storage
 
 __all__ = [
     "CLASSICAL_FLAGS",
@@ -185,7 +184,9 @@ def _key(name: str) -> str:
 
 
 def paper_name(name: str) -> str | None:
-    """The paper's name for one of our predictor names (e.g. ``resnet18`` -> ``ResNet-18``)."""
+    """The paper's name for one of our predictor names (e.g. ``resnet18`` -> ``ResNet-18``;
+    ``s4 (released)``, the authors' weights, -> ``S4``)."""
+    name = name.removesuffix(" (released)")
     if name in CLASSICAL_FLAGS or name in {r[0] for r in _PAPER_ROWS}:
         return name
     key = _key(name)
@@ -1109,19 +1110,10 @@ def _escape(text: str) -> str:
 
 
 def write_report(inp: EvaluationInput, result: EvaluationResult, path: Path) -> Path:
-    """Render and write the HTML report atomically (temp file + ``os.replace``)."""
+    """Render and write the HTML report atomically (``Storage.write_bytes``)."""
     path = Path(path)
     html = render_html(inp, result)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(html)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Storage(str(path.parent)).write_bytes(path.name, html.encode("utf-8"))
     return path
 
 

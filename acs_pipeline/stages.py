@@ -84,6 +84,23 @@ def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
                      missing_tensors=len(rows) - len(have))
 
 
+# The smoke profile: CPU minutes for the whole graph on the demo cohort (``make demo``). Batches of
+# 32; an epoch covers the stage's training set up to a cap on its batches, so the tests' tiny
+# cohort trains proportionally less. The MACE stage is a short warm-up on a subsample, validated
+# on a few batches; the ACS stage gets the epochs, per model: (epochs, batch cap per epoch, lr).
+# ResNet-18 needs ~100 steps on the demo's 341 tested ECGs to learn the planted ACS signal;
+# ECG-OMI trains at its paper lr, as its head (a Linear over 4,800 non-negative flattened
+# features) loses most of its ReLU units within a few Adam steps at 1e-3 and predicts a constant.
+# Measured quality and times: benchmarks/README.md ("Smoke quality on the demo cohort").
+SMOKE_BATCH = 32
+SMOKE_MACE = {"max_epochs": 2, "limit_train_batches": 8, "limit_val_batches": 4}
+SMOKE_MACE_MAX_TRAIN = 256
+SMOKE_ACS: dict[str, tuple[int, int, float]] = {
+    "resnet18": (10, 16, 1e-3), "resnet50": (4, 16, 1e-3), "ecg_omi": (6, 16, 1e-4),
+    "s4": (3, 8, 3e-3)}
+SMOKE_ACS_DEFAULT = (3, 8, 1e-3)  # the HuBERT sizes
+
+
 @dataclass(frozen=True)
 class StagePlan:
     """What the profile says about a stage: the model width profile and the training config."""
@@ -96,21 +113,31 @@ class StagePlan:
 
 
 def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: str = "auto",
-         devices: str | int = "auto", strategy: str = "auto") -> StagePlan:
-    """The recipe of DATA-CONTRACT section 4 (``paper``) or a CPU-minutes version (``smoke``)."""
+         devices: str | int = "auto", strategy: str = "auto", logger: str = "csv",
+         tracking_uri: str | None = None, experiment_name: str = "acs-pipeline") -> StagePlan:
+    """The recipe of DATA-CONTRACT section 4 (``paper``) or a CPU-minutes version (``smoke``).
+
+    ``logger``, ``tracking_uri`` and ``experiment_name`` choose the experiment logger
+    (``training.TrainConfig``); they do not change what is trained.
+    """
     spec = model_spec(model)
     hubert = model.startswith("hubert")
     common = dict(seed=seed, accelerator=accelerator, devices=devices, strategy=strategy,
-                  lr=spec.lr, optimizer="adamw" if hubert else "adam")
+                  lr=spec.lr, optimizer="adamw" if hubert else "adam", logger=logger,
+                  tracking_uri=tracking_uri, experiment_name=experiment_name)
     if profile == "paper":
         cfg = training.TrainConfig(max_epochs=50, batch_size=spec.batch_size,
                                    early_stop_patience=8 if hubert else None, **common)
         return StagePlan(model, stage, profile, cfg)
     if profile == "smoke":
-        cfg = training.TrainConfig(
-            max_epochs=3, batch_size=32, limit_train_batches=8,
-            **{**common, "lr": 3e-3 if not hubert else 1e-3})
-        return StagePlan(model, stage, profile, cfg, max_train=256)
+        epochs, cap, lr = SMOKE_ACS.get(model, SMOKE_ACS_DEFAULT)
+        if stage == "mace":
+            cfg = training.TrainConfig(batch_size=SMOKE_BATCH, **SMOKE_MACE,
+                                       **{**common, "lr": lr})
+            return StagePlan(model, stage, profile, cfg, max_train=SMOKE_MACE_MAX_TRAIN)
+        cfg = training.TrainConfig(max_epochs=epochs, batch_size=SMOKE_BATCH,
+                                   limit_train_batches=cap, **{**common, "lr": lr})
+        return StagePlan(model, stage, profile, cfg)
     raise ValueError(f"unknown profile {profile!r}; expected 'smoke' or 'paper'")
 
 
@@ -182,7 +209,7 @@ class StageResult:
 
 def run_key(p: StagePlan, inputs: Mapping[str, str], init_sha: str | None) -> str:
     blob = json.dumps({"plan": [p.model, p.stage, p.profile, p.max_train],
-                       "config": p.config.to_dict(), "inputs": dict(sorted(inputs.items())),
+                       "config": p.config.hashed_dict(), "inputs": dict(sorted(inputs.items())),
                        "init": init_sha, "code": TRAINING_CODE_VERSION}, sort_keys=True,
                       default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -212,6 +239,8 @@ class _UploadProgress(L.Callback):
         self.storage, self.base, self.local = storage, base, local
 
     def on_train_epoch_start(self, trainer, pl_module) -> None:
+        if not trainer.is_global_zero:  # under DDP only rank 0 uploads
+            return
         for name in ("last.ckpt", "run_state.json"):
             if (self.local / name).exists():
                 self.storage.put_file(f"{self.base}/{name}", self.local / name)
@@ -278,10 +307,19 @@ def load_stage_weights(storage: Storage, res: StageResult) -> dict[str, torch.Te
     return torch.load(io.BytesIO(storage.read_bytes(rel)), weights_only=True)
 
 
+def predict_model(model: str, net: nn.Module, x: np.ndarray) -> np.ndarray:
+    """Probabilities of registry model ``model`` on (N, C, 5000) tensors. ``net`` is the core
+    network under the benchmark's names (HuBERT-ECG is wrapped here: 5-s crops, maximum over
+    the test-time crops) or already the one-logit adapter of :func:`trainable_model`."""
+    if model.startswith("hubert") and not isinstance(net, _HubertBinary):
+        net = _HubertBinary(net)
+    batch = 64 if model.startswith("hubert") else 256
+    return training.predict(net, x, batch_size=batch)
+
+
 def predict_stage(storage: Storage, res: StageResult, x: np.ndarray) -> np.ndarray:
     """Probabilities of a stage's best weights on (N, C, 5000) tensors."""
     net = trainable_model(res.model, res.profile)
     target = net.model if isinstance(net, _HubertBinary) else net
     target.load_state_dict(load_stage_weights(storage, res))
-    batch = 64 if res.model.startswith("hubert") else 256
-    return training.predict(net, x, batch_size=batch)
+    return predict_model(res.model, net, x)

@@ -8,14 +8,14 @@ caller that writes to S3 itself); :func:`write_submission` writes them atomicall
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+from acs_pipeline.storage import Storage
 
 __all__ = [
     "TASKS",
@@ -138,24 +138,13 @@ def write_submission(
     id_column: str = "ecg_id",
     prediction_column: str = "prediction",
 ) -> Path:
-    """Validate, then write the CSV atomically (temp file in the same folder + ``os.replace``).
+    """Validate, then write the CSV atomically (``Storage.write_bytes``: temp + fsync + rename).
 
     Nothing is written when validation fails.
     """
     data = build_submission(holdout_ids, ids, predictions, id_column, prediction_column)
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; the file is meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    Storage(str(path.parent)).write_bytes(path.name, data)
     return path
 
 

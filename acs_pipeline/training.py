@@ -10,18 +10,27 @@ cohort, then ACS fine-tuning on the tested cohort from the MACE weights, see ``f
     best.ckpt  last.ckpt      Lightning checkpoints (written to a temp file, then renamed)
     metrics.csv               one row per epoch: epoch, step, train_loss, val_loss, val_auroc, lr
     run_state.json            fingerprint of config + model + data + init weights, finished flag
-    lightning_logs/           the optional experiment logger's files
+    lightning_logs/           the CSV or TensorBoard logger's files (MLflow logs to its server)
 
 Calling ``fit`` again on the same folder resumes an interrupted run from ``last.ckpt`` and
 returns a finished run's recorded result without training. Batches are drawn by
 ``EpochBatchSampler`` from a permutation seeded by (seed, epoch), so a resumed run sees the same
 batches as one that was never interrupted.
+
+Several devices train data-parallel (DDP): each process draws its own shard of every epoch's
+batches, so an epoch takes ``1 / world_size`` of the single-process steps with an effective
+batch of ``batch_size * world_size``; the validation AUROC and loss are computed over the whole
+validation set (torchmetrics gathers every process's predictions); only rank 0 writes files.
+``fit`` is a library call inside a longer-lived process (a Dagster step, pytest, a notebook), so
+strategies that re-run the command line once per device (``'ddp'``, and ``'auto'`` on several
+devices) are started as spawned worker processes instead (``'ddp_spawn'``).
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import importlib.util
 import json
 import logging
 import math
@@ -39,6 +48,8 @@ import numpy as np
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, EarlyStopping, ModelCheckpoint
+from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
+from lightning.pytorch.strategies.launchers.subprocess_script import _SubprocessScriptLauncher
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchmetrics import MeanMetric
@@ -51,6 +62,7 @@ __all__ = [
     "ECGDataModule",
     "EpochBatchSampler",
     "InsufficientLabelsError",
+    "LoggerUnavailableError",
     "RunStateMismatchError",
     "TrainConfig",
     "TrainResult",
@@ -71,6 +83,8 @@ STATE_FILE = "run_state.json"
 METRICS_FILE = "metrics.csv"
 MODEL_PREFIX = "model."
 _LOGGERS = ("csv", "tensorboard", "mlflow", "none")
+# The package each experiment logger needs, as pyproject.toml pins it.
+_LOGGER_PACKAGES = {"tensorboard": "tensorboard==2.21.0", "mlflow": "mlflow-skinny==3.17.2"}
 _OPTIMIZERS = ("adam", "adamw")
 # Fields that do not change what is trained; they are left out of the resume fingerprint.
 _NOT_HASHED = ("logger", "num_workers", "experiment_name", "tracking_uri")
@@ -88,6 +102,10 @@ class RunStateMismatchError(RuntimeError):
     """The output folder holds a run with a different config, model, data or init weights."""
 
 
+class LoggerUnavailableError(ImportError):
+    """The configured experiment logger's package is not installed."""
+
+
 # --------------------------------------------------------------------------------------- config
 
 
@@ -98,6 +116,13 @@ class TrainConfig:
     ``precision=None`` means ``'bf16-mixed'`` on CUDA and ``'32-true'`` otherwise.
     ``deterministic`` is strict on CPU and ``'warn'`` on CUDA, where some kernels (pooling
     backward, scatter) have no deterministic implementation.
+
+    ``devices``/``strategy`` are Lightning's: ``devices=2, strategy='ddp'`` (or ``'auto'``)
+    trains data-parallel in two spawned processes; ``batch_size`` is per process. ``logger``
+    is ``'csv'`` (``lightning_logs/`` in the output folder), ``'tensorboard'`` (same place),
+    ``'mlflow'`` (a run named after the output folder in experiment ``experiment_name`` at
+    ``tracking_uri``, e.g. ``sqlite:///path/mlflow.db`` or ``http://host:5000``) or ``'none'``.
+    The logger settings do not change what is trained and stay out of the resume fingerprint.
     """
 
     max_epochs: int = 50
@@ -131,6 +156,11 @@ class TrainConfig:
             raise ValueError(f"optimizer must be one of {_OPTIMIZERS}, got {self.optimizer!r}")
         if self.logger not in _LOGGERS:
             raise ValueError(f"logger must be one of {_LOGGERS}, got {self.logger!r}")
+        if self.logger == "mlflow" and not self.tracking_uri:
+            raise ValueError(
+                "logger='mlflow' needs tracking_uri, e.g. 'sqlite:///path/mlflow.db' or "
+                "'http://mlflow-host:5000'"
+            )
         if len(self.betas) != 2:
             raise ValueError(f"betas must be a pair, got {self.betas!r}")
         object.__setattr__(self, "betas", tuple(float(b) for b in self.betas))
@@ -140,6 +170,11 @@ class TrainConfig:
         d = asdict(self)
         d["betas"] = list(self.betas)
         return d
+
+    def hashed_dict(self) -> dict[str, Any]:
+        """``to_dict`` without the fields that do not change what is trained (the logger
+        settings, ``num_workers``): what a run's fingerprint or cache key should hold."""
+        return {k: v for k, v in self.to_dict().items() if k not in _NOT_HASHED}
 
     @property
     def uses_cuda(self) -> bool:
@@ -239,6 +274,11 @@ class EpochBatchSampler(Sampler[list[int]]):
     Lightning calls ``set_epoch`` before each epoch, so the order depends on the epoch number
     only and a resumed run repeats it. A trailing batch smaller than ``min_last_batch`` is
     dropped (BatchNorm cannot train on a batch of one).
+
+    With ``num_replicas > 1`` replica ``rank`` takes every ``num_replicas``-th index of the
+    epoch's permutation. ``pad=True`` (training) repeats a few indices so that every replica
+    gets the same number of batches, which DDP's gradient synchronisation needs; ``pad=False``
+    (validation, prediction) gives disjoint shards that together hold every index exactly once.
     """
 
     def __init__(
@@ -250,9 +290,13 @@ class EpochBatchSampler(Sampler[list[int]]):
         min_last_batch: int = 1,
         num_replicas: int = 1,
         rank: int = 0,
+        pad: bool = True,
     ) -> None:
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, {num_replicas}), got {rank}")
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.min_last_batch, self.num_replicas, self.rank = min_last_batch, num_replicas, rank
+        self.pad = pad
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -264,12 +308,17 @@ class EpochBatchSampler(Sampler[list[int]]):
         else:
             idx = np.arange(self.n)
         if self.num_replicas > 1:
-            per = math.ceil(self.n / self.num_replicas)
-            idx = np.resize(idx, per * self.num_replicas)[self.rank :: self.num_replicas]
+            if self.pad:
+                idx = np.resize(idx, math.ceil(self.n / self.num_replicas) * self.num_replicas)
+            idx = idx[self.rank :: self.num_replicas]
         return idx
 
     def _n_per_replica(self) -> int:
-        return math.ceil(self.n / self.num_replicas) if self.num_replicas > 1 else self.n
+        if self.num_replicas == 1:
+            return self.n
+        if self.pad:
+            return math.ceil(self.n / self.num_replicas)
+        return len(range(self.rank, self.n, self.num_replicas))
 
     def __iter__(self) -> Iterator[list[int]]:
         idx = self._indices()
@@ -295,10 +344,11 @@ def make_loader(
     min_last_batch: int = 1,
     num_replicas: int = 1,
     rank: int = 0,
+    pad: bool = True,
 ) -> DataLoader:
     """A DataLoader that fetches each batch with one numpy indexing operation."""
     sampler = EpochBatchSampler(
-        len(dataset), batch_size, shuffle, seed, min_last_batch, num_replicas, rank
+        len(dataset), batch_size, shuffle, seed, min_last_batch, num_replicas, rank, pad
     )
     return DataLoader(
         dataset,
@@ -314,7 +364,9 @@ class ECGDataModule(L.LightningDataModule):
     """Train / validation / predict arrays as loaders; pinned memory and workers only on GPU.
 
     With ``device_cast`` (default: when CUDA is present) batches keep the stored dtype (float16)
-    on the way to the GPU and ``ECGClassifier`` converts them there to float32.
+    on the way to the GPU and ``ECGClassifier`` converts them there to float32. Under DDP each
+    process loads its own shard (``EpochBatchSampler``): padded to equal length for training,
+    disjoint and complete for validation and prediction.
     """
 
     def __init__(
@@ -350,6 +402,11 @@ class ECGDataModule(L.LightningDataModule):
         if ds is None:
             raise TrainingDataError("no data given for this stage")
         replicas, rank = self._replicas()
+        if not shuffle and len(ds) < replicas:
+            # an empty shard would leave one process out of DDP's first-forward buffer sync
+            raise TrainingDataError(
+                f"{ds.split}: {len(ds)} samples cannot be sharded over {replicas} processes"
+            )
         return make_loader(
             ds,
             self.batch_size,
@@ -360,6 +417,7 @@ class ECGDataModule(L.LightningDataModule):
             min_last,
             replicas,
             rank,
+            pad=shuffle,
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -408,11 +466,12 @@ def _logits(model: nn.Module, x: Tensor) -> Tensor:
 class ECGClassifier(L.LightningModule):
     """Wraps a model mapping (B, C, L) to logits (B,): BCE-with-logits, Adam + plateau schedule.
 
-    Logs ``train_loss`` (step and epoch), ``val_loss`` and ``val_auroc`` (exact AUROC,
-    torchmetrics, synchronised across processes). The ``ReduceLROnPlateau`` step on the val loss
-    is taken here at the end of validation, before the epoch's checkpoints are written, and its
-    state is kept in the checkpoint: Lightning's own plateau stepping comes after the checkpoint
-    and is skipped on resume, so a resumed run would lose one step.
+    Logs ``train_loss`` (per step, this process), ``train_loss_epoch``, ``val_loss`` and
+    ``val_auroc`` (exact AUROC); the epoch values are torchmetrics states synchronised across
+    processes, so under DDP they cover every process's samples. The ``ReduceLROnPlateau`` step
+    on the val loss is taken here at the end of validation, before the epoch's checkpoints are
+    written, and its state is kept in the checkpoint: Lightning's own plateau stepping comes
+    after the checkpoint and is skipped on resume, so a resumed run would lose one step.
     """
 
     def __init__(
@@ -435,10 +494,10 @@ class ECGClassifier(L.LightningModule):
         self.criterion = nn.BCEWithLogitsLoss()
         self.val_auroc = BinaryAUROC()
         self.val_loss = MeanMetric()
+        self.train_loss = MeanMetric()
         self.plateau: torch.optim.lr_scheduler.ReduceLROnPlateau | None = None
         self._plateau_state: dict[str, Any] | None = None
-        self._train_sum: Tensor | float = 0.0
-        self._train_n = 0
+        self.train_epoch_loss = float("nan")
         self.epoch_lr = float("nan")
         self.last_val: tuple[float, float] = (float("nan"), float("nan"))
 
@@ -452,22 +511,22 @@ class ECGClassifier(L.LightningModule):
         return self.criterion(logits, y.float()), logits
 
     def on_train_epoch_start(self) -> None:
-        self._train_sum, self._train_n = 0.0, 0
+        self.train_loss.reset()
+        self.train_epoch_loss = float("nan")
         opts = self.trainer.optimizers if self._trainer is not None else []
         self.epoch_lr = float(opts[0].param_groups[0]["lr"]) if opts else float("nan")
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         loss, _ = self.loss(batch)
         b = batch[0].shape[0]
-        self._train_sum = self._train_sum + loss.detach() * b
-        self._train_n += b
-        self.log("train_loss", loss, on_step=True, on_epoch=True, batch_size=b)
+        self.train_loss.update(loss.detach(), weight=b)
+        self.log("train_loss", loss, on_step=True, on_epoch=False, batch_size=b)
         return loss
 
-    @property
-    def train_epoch_loss(self) -> float:
-        """Sample-weighted mean training loss of the current epoch (this process)."""
-        return float(self._train_sum) / self._train_n if self._train_n else float("nan")
+    def _log_global(self, name: str, value: Tensor) -> None:
+        # the value is already the same on every process (a synced torchmetrics compute): the
+        # "max" reduction keeps it exact and tells Lightning that it is synchronised
+        self.log(name, value, sync_dist=True, reduce_fx="max")
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
         loss, logits = self.loss(batch)
@@ -478,9 +537,14 @@ class ECGClassifier(L.LightningModule):
         loss, auroc = self.val_loss.compute(), self.val_auroc.compute()
         self.val_loss.reset()
         self.val_auroc.reset()
-        self.log("val_loss", loss)
-        self.log("val_auroc", auroc)
+        self._log_global("val_loss", loss)
+        self._log_global("val_auroc", auroc)
         self.last_val = (float(loss), float(auroc))
+        if self.train_loss.update_called and not self.trainer.sanity_checking:
+            # sample-weighted mean training loss of the epoch over all processes
+            train = self.train_loss.compute()
+            self.train_epoch_loss = float(train)
+            self._log_global("train_loss_epoch", train)
         if self.plateau is not None and not self.trainer.sanity_checking:
             self.plateau.step(float(loss))
 
@@ -594,10 +658,58 @@ class _EpochHistory(Callback):
         _atomic_write_text(self.path, "\n".join(lines) + "\n")
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": [dict(r) for r in self.rows]}
+        # the timing covers this process's run only; it is saved so that the parent of spawned
+        # DDP workers can read it back, and is not restored on resume
+        return {
+            "rows": [dict(r) for r in self.rows],
+            "train_s": self.train_s,
+            "train_samples": self.train_samples,
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.rows = [dict(r) for r in state_dict.get("rows", [])]
+
+
+class _LogConfig(Callback):
+    """Records the training config as the experiment logger's hyperparameters (rank 0)."""
+
+    def __init__(self, config: TrainConfig) -> None:
+        self.params = {k: v for k, v in config.to_dict().items() if k != "tracking_uri"}
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        for lg in trainer.loggers:
+            lg.log_hyperparams(self.params)
+
+
+class _QuietWorker(Callback):
+    """In spawned DDP workers, the filters of ``_quiet_lightning`` (which the parent set only
+    for itself) for the length of the run."""
+
+    def __init__(self) -> None:
+        self._ctx: Any = None
+        self._levels: list[tuple[logging.Logger, int]] = []
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._ctx is not None or not isinstance(
+            trainer.strategy.launcher, _MultiProcessingLauncher
+        ):
+            return
+        self._ctx = warnings.catch_warnings()
+        self._ctx.__enter__()
+        for msg in _QUIET_WARNINGS:
+            warnings.filterwarnings("ignore", message=msg)
+        for name in _QUIET_LOGGERS:
+            lg = logging.getLogger(name)
+            self._levels.append((lg, lg.level))
+            lg.setLevel(logging.WARNING)
+
+    def teardown(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self._ctx is None:
+            return
+        self._ctx.__exit__(None, None, None)
+        for lg, level in self._levels:
+            lg.setLevel(level)
+        self._ctx, self._levels = None, []
 
 
 @dataclass
@@ -657,7 +769,7 @@ def _hash_state(sd: Mapping[str, Tensor] | None) -> str | None:
 def _fingerprint(
     model: nn.Module, train: Split, val: Split, config: TrainConfig, init: Mapping | None
 ) -> dict[str, Any]:
-    cfg = {k: v for k, v in config.to_dict().items() if k not in _NOT_HASHED}
+    cfg = config.hashed_dict()
     cfg["precision"] = config.resolved_precision
     shapes = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
     parts = {
@@ -696,11 +808,19 @@ def _clear_temps(out_dir: Path) -> None:
 # ----------------------------------------------------------------------------------------- fit
 
 
+_QUIET_LOGGERS = ("lightning.pytorch", "lightning.fabric", "lightning")
+_QUIET_WARNINGS = (
+    ".*does not have many workers.*",
+    ".*smaller than the logging interval.*",
+    ".*exists and is not empty.*",
+    ".*LeafSpec.*",
+)
+
+
 @contextlib.contextmanager
 def _quiet_lightning() -> Iterator[None]:
     """Silence Lightning's info banners and its hints about workers and logging intervals."""
-    names = ("lightning.pytorch", "lightning.fabric", "lightning")
-    loggers = [logging.getLogger(n) for n in names]
+    loggers = [logging.getLogger(n) for n in _QUIET_LOGGERS]
     levels = [lg.level for lg in loggers]
     det = (
         torch.are_deterministic_algorithms_enabled(),
@@ -711,12 +831,7 @@ def _quiet_lightning() -> Iterator[None]:
         lg.setLevel(logging.WARNING)
     try:
         with warnings.catch_warnings():
-            for msg in (
-                ".*does not have many workers.*",
-                ".*smaller than the logging interval.*",
-                ".*exists and is not empty.*",
-                ".*LeafSpec.*",
-            ):
+            for msg in _QUIET_WARNINGS:
                 warnings.filterwarnings("ignore", message=msg)
             yield
     finally:
@@ -726,20 +841,111 @@ def _quiet_lightning() -> Iterator[None]:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
 
 
+def _require_package(logger: str) -> None:
+    """Raise ``LoggerUnavailableError`` naming the install command if the logger's package is
+    missing (the logger's name is its module's name)."""
+    if logger in _LOGGER_PACKAGES and importlib.util.find_spec(logger) is None:
+        raise LoggerUnavailableError(
+            f"logger={logger!r} needs the {logger!r} package, which is not installed; install it "
+            f"with `pip install -c constraints.txt {_LOGGER_PACKAGES[logger]}` or choose "
+            f"logger='csv'"
+        )
+
+
 def _make_logger(config: TrainConfig, out_dir: Path) -> Any:
+    """The configured Lightning logger (``False`` for ``'none'``); fails early without its
+    package."""
     if config.logger == "none":
         return False
+    _require_package(config.logger)
     from lightning.pytorch import loggers as pl_loggers
 
     if config.logger == "csv":
         return pl_loggers.CSVLogger(save_dir=str(out_dir), name="lightning_logs")
     if config.logger == "tensorboard":
-        return pl_loggers.TensorBoardLogger(save_dir=str(out_dir), name="lightning_logs")
+        return pl_loggers.TensorBoardLogger(
+            save_dir=str(out_dir), name="lightning_logs", default_hp_metric=False
+        )
     return pl_loggers.MLFlowLogger(
         experiment_name=config.experiment_name,
         tracking_uri=config.tracking_uri,
         run_name=out_dir.name,
+        tags={"acs_pipeline.out_dir": str(out_dir)},
     )
+
+
+def _spawned_strategy(strategy: str) -> str:
+    """The spawn-launched form of a DDP strategy that would re-run the command line."""
+    if strategy in ("auto", "ddp"):
+        return "ddp_spawn"
+    if strategy.startswith("ddp_find_unused_parameters_"):
+        return "ddp_spawn_" + strategy.removeprefix("ddp_")
+    raise ValueError(
+        f"strategy={strategy!r} starts one process per device by re-running the command line, "
+        "which would re-run the whole pipeline step; use strategy='ddp' (run as 'ddp_spawn')"
+    )
+
+
+def _relaunches_command_line(trainer: L.Trainer) -> bool:
+    """Whether ``trainer.fit`` would start its workers by re-running ``sys.argv``.
+
+    Processes already started by an external launcher (torchrun, SLURM) are left alone.
+    """
+    strategy = trainer.strategy
+    return (
+        isinstance(strategy.launcher, _SubprocessScriptLauncher)
+        and getattr(strategy, "num_processes", 1) > 1
+        and not strategy.cluster_environment.creates_processes_externally
+    )
+
+
+def _make_trainer(
+    config: TrainConfig, out_dir: Path, callbacks: list[Callback], logger: Any, n_train: int
+) -> L.Trainer:
+    """The Lightning trainer; ``'ddp'`` (and ``'auto'`` on several devices) become spawned DDP."""
+
+    def build(strategy: str) -> L.Trainer:
+        return L.Trainer(
+            max_epochs=config.max_epochs,
+            accelerator=config.accelerator,
+            devices=config.devices,
+            strategy=strategy,
+            precision=config.resolved_precision,
+            deterministic=(
+                (True if not config.uses_cuda else "warn") if config.deterministic else False
+            ),
+            callbacks=callbacks,
+            logger=logger,
+            default_root_dir=str(out_dir),
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            limit_train_batches=config.limit_train_batches,
+            limit_val_batches=config.limit_val_batches,
+            log_every_n_steps=50,
+            use_distributed_sampler=False,
+            plugins=[AtomicCheckpointIO()],
+        )
+
+    trainer = build(config.strategy)
+    if _relaunches_command_line(trainer):
+        trainer = build(_spawned_strategy(config.strategy))
+    per_process = math.ceil(n_train / trainer.world_size)
+    trainer.log_every_n_steps = min(50, max(1, per_process // config.batch_size))
+    return trainer
+
+
+def _read_worker_state(last_path: Path, history: _EpochHistory) -> tuple[int, int]:
+    """Epochs run and optimizer steps of a finished run from its ``last.ckpt``; loads the
+    epoch history and the timing into ``history``."""
+    if not last_path.exists():
+        return 0, 0
+    ckpt = torch.load(last_path, map_location="cpu", weights_only=True)
+    state = ckpt.get("callbacks", {}).get(history.state_key, {})
+    history.load_state_dict(state)
+    history.train_s = float(state.get("train_s", 0.0))
+    history.train_samples = int(state.get("train_samples", 0))
+    return int(ckpt["epoch"]) + 1, int(ckpt["global_step"])
 
 
 def _check_split(split: str, data: Split) -> None:
@@ -779,6 +985,11 @@ def fit(
     (``reused=True``). A different fingerprint raises ``RunStateMismatchError``, or with
     ``on_mismatch='restart'`` deletes the old run's files and starts over. On return ``model``
     holds the best checkpoint's weights.
+
+    With several devices the run happens in spawned worker processes (see the module doc):
+    ``model``, the arrays and ``callbacks`` are pickled to them, so the callbacks must be
+    picklable and the caller's callback objects are not updated; the result is read back from
+    rank 0's ``last.ckpt``.
     """
     t0 = time.perf_counter()
     _check_split("train", train)
@@ -823,7 +1034,6 @@ def fit(
                     f"init_state_dict does not fit {type(net).__name__}: {e}"
                 ) from e
         logger = _make_logger(config, out_dir)  # fails early if its package is missing
-        _atomic_write_text(out_dir / STATE_FILE, json.dumps({**fp, "finished": False}, indent=1))
 
         module = ECGClassifier(
             net,
@@ -864,33 +1074,17 @@ def fit(
             enable_version_counter=False,
             auto_insert_metric_name=False,
         )
-        cbs: list[Callback] = [history, ckpt, last_ckpt, *callbacks]
+        cbs: list[Callback] = [_QuietWorker(), history, ckpt, last_ckpt, *callbacks]
         if config.early_stop_patience is not None:
             cbs.append(
                 EarlyStopping(monitor="val_auroc", mode="max", patience=config.early_stop_patience)
             )
-        n_batches = max(1, len(train[0]) // config.batch_size)
-        trainer = L.Trainer(
-            max_epochs=config.max_epochs,
-            accelerator=config.accelerator,
-            devices=config.devices,
-            strategy=config.strategy,
-            precision=config.resolved_precision,
-            deterministic=(
-                (True if not config.uses_cuda else "warn") if config.deterministic else False
-            ),
-            callbacks=cbs,
-            logger=logger,
-            default_root_dir=str(out_dir),
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            limit_train_batches=config.limit_train_batches,
-            limit_val_batches=config.limit_val_batches,
-            log_every_n_steps=min(50, n_batches),
-            use_distributed_sampler=False,
-            plugins=[AtomicCheckpointIO()],
-        )
+        if logger:
+            cbs.append(_LogConfig(config))
+        trainer = _make_trainer(config, out_dir, cbs, logger, len(train[0]))
+        if trainer.is_global_zero:
+            state_text = json.dumps({**fp, "finished": False}, indent=1)
+            _atomic_write_text(out_dir / STATE_FILE, state_text)
         start_epoch = 0
         if resume:
             start_epoch = (
@@ -914,21 +1108,30 @@ def fit(
             n_params(net),
             metrics_csv,
         )
+    epochs_run, global_step = trainer.current_epoch, trainer.global_step
     best_score = ckpt.best_model_score
-    best_auroc = float(best_score) if best_score is not None else float("nan")
+    if isinstance(trainer.strategy.launcher, _MultiProcessingLauncher):
+        # the run happened in spawned workers: their callbacks and loops are gone, read rank
+        # 0's state back from the last checkpoint
+        epochs_run, global_step = _read_worker_state(last_path, history)
+        best_score = None
     rows = history.rows
     best_row = max(rows, key=lambda r: (r["val_auroc"], -r["epoch"])) if rows else None
     if best_path.exists():
         best_epoch = int(torch.load(best_path, map_location="cpu", weights_only=True)["epoch"])
         best_row = next((r for r in rows if r["epoch"] == best_epoch), best_row)
+    if best_score is not None:
+        best_auroc = float(best_score)
+    else:
+        best_auroc = float(best_row["val_auroc"]) if best_row else float("nan")
     result = TrainResult(
         best_path=best_path,
         last_path=last_path,
         best_val_auroc=best_auroc,
         best_val_loss=float(best_row["val_loss"]) if best_row else float("nan"),
         best_epoch=int(best_row["epoch"]) if best_row else -1,
-        epochs_run=trainer.current_epoch,
-        global_step=trainer.global_step,
+        epochs_run=epochs_run,
+        global_step=global_step,
         resumed=resume,
         start_epoch=start_epoch,
         wall_s=time.perf_counter() - t0,

@@ -4,6 +4,7 @@ import dagster as dg
 
 from acs_pipeline.definitions import defs
 from acs_pipeline.defs.model_assets import MODELS
+from acs_pipeline.defs.released_assets import RELEASED_MODELS
 
 
 def load() -> dg.Definitions:
@@ -20,7 +21,8 @@ def test_expected_assets_and_metadata_conventions():
     expected = {"ecg_manifest", "holdout_manifest", "clinical_tables", "cohort", "quarantine",
                 "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead",
                 "logistic_baseline/validation_predictions", "evaluation_report",
-                "benchmark_table", "leaderboard_submission"}
+                "benchmark_table", "leaderboard_submission", "released_weights",
+                *[f"{m}/released_predictions" for m in RELEASED_MODELS]}
     for m in MODELS:
         expected |= {f"{m}/{a}" for a in ("mace_checkpoint", "acs_checkpoint",
                                           "validation_predictions", "holdout_predictions")}
@@ -59,7 +61,7 @@ def test_blocking_checks_exist():
 def test_automation_conditions():
     d = load()
     specs = {s.key.to_user_string(): s for s in d.resolve_all_asset_specs()}
-    roots = {"ecg_manifest", "holdout_manifest", "clinical_tables"}
+    roots = {"ecg_manifest", "holdout_manifest", "clinical_tables", "released_weights"}
     for key, spec in specs.items():
         if key in roots:
             assert spec.automation_condition is None, key

@@ -216,3 +216,17 @@ def test_to_3by4_rejects_wrong_shape():
     with pytest.raises(WaveformError, match="expected") as info:
         leads.to_3by4(np.zeros((12, 5000)))
     assert info.value.reason == "wrong_shape"
+
+
+def test_short_lead_modes_equal_full_row_modes_with_and_without_stray_samples():
+    rng = np.random.default_rng(4)
+    raw = np.full((5, 15, 5000), np.nan, dtype=np.float32)
+    for j in range(12):
+        w = leads.lead_window(j)
+        raw[:, j, w] = np.round(rng.normal(0.2 * j, 0.3, (5, 1250)), 2)
+    raw[1, 4, 10:3000] = 7.0  # finite samples outside lead 4's window: full-row mode is 7.0
+    raw[2, 0, :] = np.nan  # an empty lead: mode 0
+    short = raw[:, :12]
+    got = leads.short_lead_modes(short)
+    np.testing.assert_array_equal(got, leads.lead_modes(short))
+    assert got[1, 4] == pytest.approx(7.0) and got[2, 0] == 0.0

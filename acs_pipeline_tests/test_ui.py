@@ -274,7 +274,8 @@ def test_ui_lists_every_asset_and_check(dagster_ui):
     assert assets == dagster_ui.expected_assets
     assert checks == dagster_ui.expected_checks
     groups = {n["groupName"] for n in nodes}
-    assert groups == {"raw", "cohort", "tensors", "models", "predictions", "evaluation"}
+    assert groups == {"raw", "cohort", "tensors", "models", "predictions", "evaluation",
+                      "released"}
 
 
 def run_errors(ui: DagsterUI, run_id: str) -> str:

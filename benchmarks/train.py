@@ -11,8 +11,9 @@ per sample and lets the default collate stack them; batch 64, shuffled, no worke
 loader is measured converting to float32 on the host (the CPU path) and keeping float16 (the GPU
 path, where the conversion happens on the device).
 
-Models: every model of ``acs_pipeline.models.registry`` that builds, one training step
-(forward, BCE-with-logits, backward, Adam step) on random input. On CUDA with the recipe batch
+Models: every model of ``acs_pipeline.models.registry`` that builds, as training builds it
+(``stages.trainable_model``), one training step (forward, BCE-with-logits, backward, Adam step)
+on random input. On CUDA with the recipe batch
 size, in float32 and in bf16 autocast, with the peak GPU memory; on CPU with a small batch and a
 few steps (stated in the line).
 """
@@ -169,6 +170,7 @@ def bench_model(
 def bench_models(profile: str, only: list[str] | None, cpu_batch: int, steps: int) -> None:
     try:
         from acs_pipeline.models import registry
+        from acs_pipeline.stages import trainable_model
     except ImportError as e:
         emit(bench="train_step", skipped=f"acs_pipeline.models.registry unavailable: {e}")
         return
@@ -178,7 +180,8 @@ def bench_models(profile: str, only: list[str] | None, cpu_batch: int, steps: in
         recipe_batch = getattr(spec, "batch_size", 32 if name == "s4" else 64)
         channels = 12 if getattr(spec, "view", "ecg_3by4") == "ecg_12lead" else 3
         batch = recipe_batch if torch.cuda.is_available() else cpu_batch
-        build = lambda n=name: registry.build_model(n, profile)  # noqa: E731
+        # the model as training builds it (HuBERT behind its one-logit, (B, 12, 5000) adapter)
+        build = lambda n=name: trainable_model(n, profile)  # noqa: E731
         bench_model(name, build, channels, batch, steps, profile)
 
 

@@ -19,7 +19,7 @@ COHORT = "tables/cohort.parquet"
 COHORT_REJECTS = "tables/cohort_rejects.parquet"
 QUARANTINE = "tables/quarantine.parquet"
 HOLDOUT_PREFIX = "tensors/holdout"
-INGEST_CODE_VERSION = "ingest-1"
+INGEST_CODE_VERSION = "ingest-2"
 
 RETRY_IO = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
 
@@ -166,13 +166,14 @@ def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
 
 
 def _tensor_asset(context, source: RawSource, storage: Storage, manifest_rel: str, view: str,
-                  prefix: str) -> dg.MaterializeResult:
+                  prefix: str, workers: int) -> dg.MaterializeResult:
     manifest = frames.read_parquet(storage, manifest_rel)
     report = ingest.ingest_view(source, storage, manifest, view,
-                                code_version=INGEST_CODE_VERSION, prefix=prefix)
+                                code_version=INGEST_CODE_VERSION, prefix=prefix, workers=workers)
     rej = frames.write_parquet(storage, f"{prefix}/{view}/_rejects.parquet",
                                ingest.rejects_frame(report.rejects))
-    context.log.info(f"{view}: {report.shards_computed} shards computed, "
+    context.log.info(f"{view}: {report.shards_computed} shards updated "
+                     f"({report.ecgs_computed} ECGs computed, {report.rows_carried} carried), "
                      f"{report.shards_reused} reused, {report.rows} ECGs, "
                      f"{report.rejected} rejected in {report.seconds:.1f} s")
     meta = report.metadata()
@@ -233,7 +234,8 @@ def _view_assets(view: str, *, holdout: bool):
         source = raw.holdout() if holdout else raw.source()
         if source is None:
             raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
-        return _tensor_asset(context, source, storage.get(), manifest_rel, view, prefix)
+        return _tensor_asset(context, source, storage.get(), manifest_rel, view, prefix,
+                             raw.workers())
 
     @dg.asset_check(asset=name, name="tensor_values", blocking=True,
                     description="Shape, finite values, amplitude range, flat channels.")

@@ -12,6 +12,7 @@ import polars as pl
 from acs_pipeline import frames, submission
 from acs_pipeline.defs.data_assets import COHORT, EAGER, HOLDOUT_MANIFEST
 from acs_pipeline.defs.model_assets import MODELS, PREDICTIONS, read_result
+from acs_pipeline.defs.released_assets import released_scores
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.storage import Storage
 from acs_pipeline.tables import CLASSICAL_FLAGS
@@ -56,6 +57,8 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
             ecg_ids=preds[m]["ecg_id"].to_list(),
             lineage=f"{res.checkpoint_uri} (weights sha256 {res.weights_sha256[:12]}, "
                     f"run {res.run_key}, profile {res.profile})"))
+    released = released_scores(st, settings)  # "<model> (released)" rows, when imported
+    scores.extend(released)
     b = preds[BASELINE]
     scores.append(report.ModelScores(
         name=BASELINE, validation=b["prediction"].to_numpy(), kind="baseline",
@@ -82,7 +85,8 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
     extra = {"validation_ecgs": len(val), "evaluated_ecgs": len(ev),
              "unscored_ecgs": len(unscored),
              "unscored_examples": unscored["ecg_id"].head(10).to_list(),
-             "has_oracle": oracle is not None}
+             "has_oracle": oracle is not None,
+             "released_models": [s.name for s in released]}
     return inp, extra
 
 

@@ -39,12 +39,10 @@ def git_revision() -> str:
 
 def _inputs(st: Storage, view: str) -> dict[str, str]:
     """Content versions of a stage's inputs: the cohort file and the tensor shards."""
-    idx = json.loads(st.read_bytes(f"tensors/{view}/_index.json"))
-    shard_hashes = "".join(idx["shards"][s]["sha256"] for s in sorted(idx["shards"]))
     import hashlib
 
     return {"cohort": hashlib.sha256(st.read_bytes(COHORT)).hexdigest()[:16],
-            view: hashlib.sha256(shard_hashes.encode()).hexdigest()[:16]}
+            view: ingest.view_version(st, view)}
 
 
 def read_result(st: Storage, model: str, stage: str) -> "StageResult":
@@ -88,7 +86,9 @@ def _train(context, model: str, stage: str, st: Storage, settings: PipelineSetti
     stages.set_threads(settings.torch_threads)
     p = stages.plan(model, stage, settings.profile, seed=settings.seed,
                     accelerator=settings.accelerator, devices=settings.devices,
-                    strategy=settings.strategy)
+                    strategy=settings.strategy, logger=settings.logger,
+                    tracking_uri=settings.mlflow_tracking_uri,
+                    experiment_name=settings.experiment_name)
     tset = ingest.load_view(st, view)
     data = stages.stage_data(frames.read_parquet(st, COHORT), tset, stage,
                              max_train=p.max_train, seed=settings.seed)

@@ -36,6 +36,13 @@ class RawDataResource(dg.ConfigurableResource):
     )
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (AWS_ENDPOINT_URL).")
     max_workers: int = Field(default=8, description="Concurrent reads.")
+    ingest_workers: int = Field(
+        default=1, description="Processes that ingest shards in parallel (ACS_INGEST_WORKERS; "
+        "0: one per CPU core)."
+    )
+
+    def workers(self) -> int:
+        return self.ingest_workers if self.ingest_workers > 0 else (os.cpu_count() or 1)
 
     def source(self) -> RawSource:
         return RawSource(self.root, endpoint_url=self.endpoint_url, max_workers=self.max_workers)
@@ -55,7 +62,22 @@ class PipelineSettings(dg.ConfigurableResource):
     seed: int = Field(default=0, description="Seed for splits and training.")
     accelerator: str = Field(default="auto", description="Lightning accelerator.")
     devices: str = Field(default="auto", description="Lightning devices ('auto', '1', '4').")
-    strategy: str = Field(default="auto", description="Lightning strategy ('auto', 'ddp').")
+    strategy: str = Field(
+        default="auto",
+        description="Lightning strategy ('auto', 'ddp'; with several devices, DDP in spawned "
+        "worker processes).",
+    )
+    logger: str = Field(
+        default="csv", description="Experiment logger: 'csv', 'tensorboard', 'mlflow' or 'none'."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI (ACS_MLFLOW_TRACKING_URI or MLFLOW_TRACKING_URI), "
+        "e.g. sqlite:///path/mlflow.db; needed with logger 'mlflow'.",
+    )
+    experiment_name: str = Field(
+        default="acs-pipeline", description="MLflow experiment name (ACS_EXPERIMENT)."
+    )
     torch_threads: int = Field(
         default=0, description="CPU threads per training/prediction step (0: torch's default)."
     )
@@ -64,6 +86,11 @@ class PipelineSettings(dg.ConfigurableResource):
     )
     id_column: str = Field(default="ecg_id", description="Leaderboard CSV id column.")
     prediction_column: str = Field(default="prediction", description="Leaderboard score column.")
+    released_weights_uri: str | None = Field(
+        default=None,
+        description="The authors' released weights, a directory or s3:// prefix "
+        "(ACS_RELEASED_WEIGHTS_URI); none -> the released assets are skipped.",
+    )
 
 
 def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
@@ -82,6 +109,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             or None,
             endpoint_url=endpoint,
             max_workers=int(env.get("ACS_MAX_WORKERS", "8")),
+            ingest_workers=int(env.get("ACS_INGEST_WORKERS", "0")),
         ),
         "settings": PipelineSettings(
             profile=env.get("ACS_PROFILE", "smoke"),
@@ -89,10 +117,16 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             accelerator=env.get("ACS_ACCELERATOR", "auto"),
             devices=env.get("ACS_DEVICES", "auto"),
             strategy=env.get("ACS_STRATEGY", "auto"),
+            logger=env.get("ACS_LOGGER", "csv"),
+            mlflow_tracking_uri=env.get("ACS_MLFLOW_TRACKING_URI")
+            or env.get("MLFLOW_TRACKING_URI")
+            or None,
+            experiment_name=env.get("ACS_EXPERIMENT", "acs-pipeline"),
             torch_threads=int(env.get("ACS_TORCH_THREADS", "0")),
             truth_uri=env.get("ACS_TRUTH_URI", str(demo / "data" / "synthetic-truth.csv")),
             id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
             prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
+            released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
         ),
     }
 
