@@ -96,7 +96,7 @@ SMOKE_BATCH = 32
 SMOKE_MACE = {"max_epochs": 2, "limit_train_batches": 8, "limit_val_batches": 4}
 SMOKE_MACE_MAX_TRAIN = 256
 SMOKE_ACS: dict[str, tuple[int, int, float]] = {
-    "resnet18": (10, 16, 1e-3), "resnet50": (4, 16, 1e-3), "ecg_omi": (6, 16, 1e-4),
+    "resnet18": (10, 16, 1e-3), "resnet50": (4, 16, 1e-3), "ecg_omi": (4, 16, 1e-4),
     "s4": (3, 8, 3e-3)}
 SMOKE_ACS_DEFAULT = (3, 8, 1e-3)  # the HuBERT sizes
 
