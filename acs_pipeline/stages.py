@@ -88,8 +88,8 @@ def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
 # 32; an epoch covers the stage's training set up to a cap on its batches, so the tests' tiny
 # cohort trains proportionally less. The MACE stage is a short warm-up on a subsample, validated
 # on a few batches; the ACS stage gets the epochs, per model: (epochs, batch cap per epoch, lr).
-# ResNet-18 needs ~100 steps on the demo's 341 tested ECGs to learn the planted ACS signal;
-# ECG-OMI trains at its paper lr, as its head (a Linear over 4,800 non-negative flattened
+# ResNet-18 takes ~110 steps on the demo's 341 tested ECGs (24 steps left it below chance).
+# ECG-OMI trains at its paper lr: its head (a Linear over 4,800 non-negative flattened
 # features) loses most of its ReLU units within a few Adam steps at 1e-3 and predicts a constant.
 # Measured quality and times: benchmarks/README.md ("Smoke quality on the demo cohort").
 SMOKE_BATCH = 32
