@@ -267,6 +267,7 @@ def train_stage(storage: Storage, p: StagePlan, data: StageData, *,
         if storage.exists(f"{base}/run_state.json"):
             storage.get_file(f"{base}/run_state.json", local / "run_state.json")
     local.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(p.config.seed)  # the starting weights follow ACS_SEED, like the rest
     net = trainable_model(p.model, p.profile)
     init = None
     if init_weights is not None:
