@@ -388,6 +388,7 @@ def ingest_view(
     workers: int = 1,
     max_parts: int = 8,
     min_parallel: int = 512,
+    shard_digits: int = 2,
     on_shard: Callable[[str, bool], None] | None = None,
 ) -> IngestReport:
     """Bring ``{prefix}/{view}/`` up to date with the manifest's ``ok`` files.
@@ -399,11 +400,17 @@ def ingest_view(
     plus one small write per touched shard. Each shard records its state in
     ``shard=XX/_shard.json`` as soon as it is done, so an interrupted run keeps its progress;
     ``_index.json`` lists the parts of every shard and is written last. Files not ``ok`` in the
-    manifest are reported as rejections of
-    stage ``manifest``.
+    manifest are reported as rejections of stage ``manifest``.
+
+    ``shard_digits`` (1 or 2) is how many hex digits of the id name a shard: 2 gives
+    Nightingale's 256 folders (about 440 ECGs each in the full dataset), 1 groups them into 16
+    (for a small cohort, where 256 shards would hold a handful of ECGs each). Changing it
+    rebuilds the view.
     """
     if view not in VIEWS:
         raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEWS)}")
+    if shard_digits not in (1, 2):
+        raise ValueError(f"shard_digits must be 1 or 2, got {shard_digits!r}")
     t0 = time.perf_counter()
     base = f"{prefix}/{view}"
     index_path = f"{base}/_index.json"
@@ -422,7 +429,7 @@ def ingest_view(
     ok = manifest.filter(pl.col("status") == "ok")
     wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
     for shard, key, ecg_id, sha in ok.select("shard", "key", "ecg_id", "sha256").iter_rows():
-        hashes, ids = wanted.setdefault(shard, ({}, {}))
+        hashes, ids = wanted.setdefault(shard[:shard_digits], ({}, {}))
         hashes[key] = sha
         ids[key] = ecg_id
     shards = sorted(wanted)

@@ -8,6 +8,7 @@ A waveform file holds one float array of shape (15, 5000): rows 0-11 are the twe
 from __future__ import annotations
 
 import io
+import struct
 import zipfile
 import zlib
 from functools import lru_cache
@@ -47,8 +48,76 @@ def lead_window(lead: int) -> slice:
     return slice(start, start + WINDOW)
 
 
+_NPY_HEADER_MAX = 1 << 16
+_MAX_MEMBER = N_ROWS * N_SAMPLES * 8 + _NPY_HEADER_MAX
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra length
+
+
+def _member_payload(archive: zipfile.ZipFile, info: zipfile.ZipInfo, data: bytes) -> bytes:
+    """The uncompressed bytes of one archive member, CRC-checked.
+
+    Stored and deflated members are inflated in one call from the archive's bytes (zipfile's
+    streaming reader costs as much again as the inflate itself); anything else goes through
+    zipfile. A member larger than a float64 waveform is not inflated: only its first bytes
+    (the .npy header, enough to report its shape) are returned. Raises ``zipfile.BadZipFile``
+    or ``zlib.error`` on a damaged member.
+    """
+    if info.file_size > _MAX_MEMBER:
+        with archive.open(info) as fh:
+            return fh.read(_NPY_HEADER_MAX)
+    if info.flag_bits & 0x1 or info.compress_type not in (zipfile.ZIP_STORED,
+                                                          zipfile.ZIP_DEFLATED):
+        with archive.open(info) as fh:
+            return fh.read()
+    off = info.header_offset
+    sig, name_len, extra_len = _LOCAL_HEADER.unpack_from(data, off)
+    if sig != b"PK\x03\x04":
+        raise zipfile.BadZipFile(f"bad local header for member {info.filename!r}")
+    start = off + _LOCAL_HEADER.size + name_len + extra_len
+    body = data[start:start + info.compress_size]
+    if len(body) != info.compress_size:
+        raise zipfile.BadZipFile(f"member {info.filename!r} is truncated")
+    payload = (body if info.compress_type == zipfile.ZIP_STORED
+               else zlib.decompress(body, -zlib.MAX_WBITS, max(info.file_size, 1)))
+    if len(payload) != info.file_size or zlib.crc32(payload) != info.CRC:
+        raise zipfile.BadZipFile(f"bad CRC or size for member {info.filename!r}")
+    return payload
+
+
+def _header_end(payload: bytes) -> int:
+    """Where the array data of a ``.npy`` byte string starts (its header's end)."""
+    if len(payload) < 10 or payload[:6] != b"\x93NUMPY":
+        raise ValueError("not a .npy array (bad magic string)")
+    if payload[6] == 1:
+        return 10 + int.from_bytes(payload[8:10], "little")
+    if len(payload) < 12:
+        raise ValueError("truncated .npy header")
+    return 12 + int.from_bytes(payload[8:12], "little")
+
+
+@lru_cache(maxsize=64)
+def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """(shape, fortran order, dtype, data offset) of a ``.npy`` header, parsed by numpy.
+
+    Cached: every waveform file carries the same few headers, and parsing one (a Python
+    literal) costs a tenth of inflating the array.
+    """
+    fh = io.BytesIO(header)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:
+        raise ValueError(f"unsupported .npy format version {version}")
+    return tuple(shape), bool(fortran), dtype, fh.tell()
+
+
 def _first_member(data: bytes, source: str) -> np.ndarray:
-    """The first ``.npy`` array stored in the zip archive ``data``, dtype/shape checked first."""
+    """The first ``.npy`` array stored in the zip archive ``data``, dtype/shape checked first.
+
+    The array is a read-only view of the inflated bytes (no copy).
+    """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
@@ -56,44 +125,38 @@ def _first_member(data: bytes, source: str) -> np.ndarray:
             "corrupt_npz", f"{source}: not a readable npz archive ({exc}); expected a zip of .npy"
         ) from exc
     with archive:
-        names = [n for n in archive.namelist() if not n.endswith("/")]
-        if not names:
+        members = [i for i in archive.infolist() if not i.is_dir()]
+        if not members:
             raise WaveformError("empty_npz", f"{source}: npz archive holds no array")
-        name = names[0]
+        info = members[0]
+        name = info.filename
         try:
-            with archive.open(name) as fh:
-                version = np.lib.format.read_magic(fh)
-                if version == (1, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-                elif version == (2, 0):
-                    shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
-                else:
-                    raise ValueError(f"unsupported .npy format version {version}")
-                if dtype.hasobject or dtype.kind not in "iuf":
-                    raise WaveformError(
-                        "wrong_dtype",
-                        f"{source}: array {name!r} has dtype {dtype}; expected a numeric "
-                        "(integer or float) array",
-                    )
-                if tuple(shape) != SHAPE:
-                    raise WaveformError(
-                        "wrong_shape",
-                        f"{source}: array {name!r} has shape {tuple(shape)}; expected {SHAPE}",
-                    )
-                count = int(np.prod(shape))
-                buf = fh.read()  # to the end, so that zipfile checks the CRC
-        except WaveformError:
-            raise
-        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError) as exc:
+            payload = _member_payload(archive, info, data)
+            shape, fortran, dtype, offset = _npy_header(bytes(payload[:_header_end(payload)]))
+        except (zipfile.BadZipFile, zlib.error, OSError, ValueError, EOFError, KeyError,
+                struct.error) as exc:
             raise WaveformError(
                 "corrupt_npz", f"{source}: array {name!r} cannot be read ({exc})"
             ) from exc
-    if len(buf) < count * dtype.itemsize:
+    if dtype.hasobject or dtype.kind not in "iuf":
+        raise WaveformError(
+            "wrong_dtype",
+            f"{source}: array {name!r} has dtype {dtype}; expected a numeric "
+            "(integer or float) array",
+        )
+    if tuple(shape) != SHAPE:
+        raise WaveformError(
+            "wrong_shape",
+            f"{source}: array {name!r} has shape {tuple(shape)}; expected {SHAPE}",
+        )
+    count = int(np.prod(shape))
+    if len(payload) - offset < count * dtype.itemsize:
         raise WaveformError(
             "corrupt_npz",
-            f"{source}: array {name!r} is truncated ({len(buf)} of {count * dtype.itemsize} bytes)",
+            f"{source}: array {name!r} is truncated "
+            f"({len(payload) - offset} of {count * dtype.itemsize} bytes)",
         )
-    arr = np.frombuffer(buf, dtype=dtype, count=count)
+    arr = np.frombuffer(payload, dtype=dtype, count=count, offset=offset)
     return arr.reshape(shape[::-1]).T if fortran else arr.reshape(shape)
 
 
@@ -102,9 +165,10 @@ def decode_npz(data: bytes, source: str) -> np.ndarray:
 
     The first array in the archive is used whatever its name. NaN marks missing samples and is
     kept; raises `WaveformError` for a corrupt or truncated archive, a wrong shape or dtype,
-    every short lead missing, a long strip entirely missing, or an infinite value.
+    every short lead missing, a long strip entirely missing, or an infinite value. A float32
+    C-ordered member is returned without a copy, read-only.
     """
-    x = _first_member(data, source).astype(np.float32)
+    x = _first_member(data, source).astype(np.float32, copy=False)
     finite = np.isfinite(x)
     if np.isinf(x).any():
         rows = sorted({int(r) for r in np.nonzero(np.isinf(x))[0]})
@@ -203,6 +267,23 @@ def bandpass(
     return y.astype(np.float32, copy=False)
 
 
+def _windows(short: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each short lead's printed window (N, 12, 1250) float32, and which leads (N, 12) also
+    have finite samples outside it."""
+    win = np.stack([short[:, j, lead_window(j)] for j in range(12)], axis=1)
+    win = win.astype(np.float32, copy=False)
+    outside = np.isfinite(short).sum(axis=-1) != np.isfinite(win).sum(axis=-1)
+    return win, outside
+
+
+def _window_modes(short: np.ndarray, win: np.ndarray, outside: np.ndarray,
+                  resolution: float | None) -> np.ndarray:
+    modes = lead_modes(win, resolution)
+    if outside.any():
+        modes[outside] = lead_modes(short[outside], resolution)
+    return modes
+
+
 def short_lead_modes(
     short: np.ndarray, resolution: float | None = MODE_RESOLUTION
 ) -> np.ndarray:
@@ -212,12 +293,8 @@ def short_lead_modes(
     (a quarter of the samples); leads with finite samples outside it fall back to the full row.
     Equal to ``lead_modes(short)`` in every case.
     """
-    win = np.stack([short[:, j, lead_window(j)] for j in range(12)], axis=1)
-    modes = lead_modes(win, resolution)
-    outside = np.isfinite(short).sum(axis=-1) != np.isfinite(win).sum(axis=-1)
-    if outside.any():
-        modes[outside] = lead_modes(short[outside], resolution)
-    return modes
+    win, outside = _windows(short)
+    return _window_modes(short, win, outside, resolution)
 
 
 def to_3by4(
@@ -239,10 +316,19 @@ def to_3by4(
         raise WaveformError(
             "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
         )
-    short = arr[:, :12, :].astype(np.float32)
-    short -= short_lead_modes(short, mode_resolution)[..., None]
-    np.nan_to_num(short, copy=False, nan=0.0)
-    out = short.reshape(arr.shape[0], 4, 3, N_SAMPLES).sum(axis=1)
+    n = arr.shape[0]
+    short = arr[:, :12, :]
+    win, outside = _windows(short)
+    modes = _window_modes(short, win, outside, mode_resolution)
+    # Lead j = 3q + i lies only in window q of row i: row i is its four windows end to end.
+    win -= modes[..., None]
+    np.nan_to_num(win, copy=False, nan=0.0)
+    out = win.reshape(n, 4, 3, WINDOW).transpose(0, 2, 1, 3).reshape(n, 3, N_SAMPLES)
+    stray = outside.any(axis=1)
+    if stray.any():  # leads with samples outside their window: sum the full rows
+        full = short[stray].astype(np.float32) - modes[stray][..., None]
+        np.nan_to_num(full, copy=False, nan=0.0)
+        out[stray] = full.reshape(-1, 4, 3, N_SAMPLES).sum(axis=1)
     if apply_filter:
         out = bandpass(out)
     return out[0] if single else out

@@ -423,10 +423,23 @@ class Storage:
         return int(head["ContentLength"])
 
     def delete(self, rel: str) -> None:
-        """Delete ``rel``; deleting a missing key is not an error."""
+        """Delete ``rel``; deleting a missing key is not an error.
+
+        Locally, folders the deletion leaves empty are removed too (as on S3, a prefix
+        without keys does not exist).
+        """
         if not self.is_s3:
+            path = self._path(rel)
             with suppress(FileNotFoundError):
-                self._path(rel).unlink()
+                path.unlink()
+            root = self._root_path
+            for parent in path.parents:
+                if parent == root or root not in parent.parents:
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:  # not empty (or already gone)
+                    break
             return
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self._key(rel))

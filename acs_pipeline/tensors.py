@@ -66,15 +66,16 @@ def to_table(ecg_ids: Sequence[str], x: np.ndarray) -> pa.Table:
 
 
 def write(sink: str | BinaryIO, ecg_ids: Sequence[str], x: np.ndarray, **kwargs) -> None:
-    """Write one tensor file (zstd, one row group) to a path or an open binary file."""
-    pq.write_table(
-        to_table(ecg_ids, x),
-        sink,
-        compression="zstd",
-        row_group_size=max(1, len(ecg_ids)),
-        use_dictionary=False,
-        **kwargs,
-    )
+    """Write one tensor file (one row group) to a path or an open binary file.
+
+    The samples are stored BYTE_STREAM_SPLIT (the high and low bytes of the float16 values in
+    separate streams) and zstd-compressed: about 0.69 of the raw float16 bytes, cheaper to
+    write than zstd alone. No min/max statistics: nothing filters on sample values.
+    """
+    options = dict(compression="zstd", row_group_size=max(1, len(ecg_ids)),
+                   use_dictionary=False, use_byte_stream_split=["x.list.element"],
+                   write_statistics=["ecg_id"])
+    pq.write_table(to_table(ecg_ids, x), sink, **{**options, **kwargs})
 
 
 def from_table(table: pa.Table, source: str = "<table>") -> TensorSet:

@@ -212,3 +212,26 @@ def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
     again = ingest.ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
     assert again.shards_reused == 3
     assert pl.DataFrame(rep.rejects).height == 4
+
+
+def test_one_digit_shards_group_folders_and_switching_rebuilds(tmp_path):
+    write_tree(tmp_path / "raw")
+    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    manifest, _ = ingest.build_manifest(source)
+    two = ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")
+    x2 = ingest.load_view(storage, "ecg_3by4")
+    one = ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1",
+                             shard_digits=1)
+    assert (two.shards_total, one.shards_total) == (3, 2)  # aa, ab -> a; b0 -> b
+    assert one.shards_removed == 3 and one.rows == two.rows
+    assert sorted(p.name for p in (tmp_path / "store/tensors/ecg_3by4").iterdir()) == [
+        "_index.json", "shard=a", "shard=b"]
+    x1 = ingest.load_view(storage, "ecg_3by4")
+    assert list(x1.ecg_ids) == list(x2.ecg_ids)
+    np.testing.assert_array_equal(x1.x, x2.x)
+    again = ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1",
+                               shard_digits=1)
+    assert (again.shards_reused, again.shards_computed) == (2, 0)
+    with pytest.raises(ValueError, match="shard_digits"):
+        ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1",
+                           shard_digits=3)

@@ -230,3 +230,42 @@ def test_short_lead_modes_equal_full_row_modes_with_and_without_stray_samples():
     got = leads.short_lead_modes(short)
     np.testing.assert_array_equal(got, leads.lead_modes(short))
     assert got[1, 4] == pytest.approx(7.0) and got[2, 0] == 0.0
+
+
+def test_decode_oversized_member_reports_shape_without_inflating_it():
+    data = npz_bytes(np.zeros((15, 50_000), np.float64), compressed=True)
+    with pytest.raises(WaveformError, match=r"\(15, 50000\)") as info:
+        leads.decode_npz(data, "f")
+    assert info.value.reason == "wrong_shape"
+
+
+def test_decode_float32_member_is_a_read_only_view_and_float64_is_cast():
+    raw = make_raw()
+    out = leads.decode_npz(npz_bytes(raw, compressed=True), "f")
+    assert out.dtype == np.float32 and not out.flags.writeable
+    out64 = leads.decode_npz(npz_bytes(raw.astype(np.float64)), "f")
+    assert out64.dtype == np.float32 and out64.flags.writeable
+    np.testing.assert_array_equal(out, out64)
+
+
+def _reference_3by4(raw: np.ndarray) -> np.ndarray:
+    """DATA-CONTRACT section 3 written out per lead, unfiltered (float64)."""
+    short = raw[:12].astype(np.float64)
+    for j in range(12):
+        valid = short[j][np.isfinite(short[j])]
+        if valid.size:
+            short[j] -= stats.mode(np.round(valid, 2), keepdims=True)[0][0]
+    short = np.nan_to_num(short)
+    return np.stack([short[i] + short[i + 3] + short[i + 6] + short[i + 9] for i in range(3)])
+
+
+def test_to_3by4_window_fast_path_and_stray_samples_match_the_reference():
+    rng = np.random.default_rng(9)
+    batch = np.stack([make_raw(s) for s in range(4)])
+    batch[:, :12] = np.round(batch[:, :12], 2)
+    batch[1, 2, 4000:4100] = 0.5  # lead III with samples outside its window
+    batch[3, 7, :] = np.nan  # an empty lead
+    batch[2, 0, rng.integers(0, 1250, 50)] = np.nan  # gaps inside a window
+    got = leads.to_3by4(batch, apply_filter=False)
+    for i in range(len(batch)):
+        np.testing.assert_allclose(got[i], _reference_3by4(batch[i]), atol=1e-5)

@@ -166,10 +166,11 @@ def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
 
 
 def _tensor_asset(context, source: RawSource, storage: Storage, manifest_rel: str, view: str,
-                  prefix: str, workers: int) -> dg.MaterializeResult:
+                  prefix: str, workers: int, shard_digits: int) -> dg.MaterializeResult:
     manifest = frames.read_parquet(storage, manifest_rel)
     report = ingest.ingest_view(source, storage, manifest, view,
-                                code_version=INGEST_CODE_VERSION, prefix=prefix, workers=workers)
+                                code_version=INGEST_CODE_VERSION, prefix=prefix, workers=workers,
+                                shard_digits=shard_digits)
     rej = frames.write_parquet(storage, f"{prefix}/{view}/_rejects.parquet",
                                ingest.rejects_frame(report.rejects))
     context.log.info(f"{view}: {report.shards_computed} shards updated "
@@ -235,7 +236,7 @@ def _view_assets(view: str, *, holdout: bool):
         if source is None:
             raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
         return _tensor_asset(context, source, storage.get(), manifest_rel, view, prefix,
-                             raw.workers())
+                             raw.workers(), raw.shard_digits)
 
     @dg.asset_check(asset=name, name="tensor_values", blocking=True,
                     description="Shape, finite values, amplitude range, flat channels.")

@@ -40,6 +40,10 @@ class RawDataResource(dg.ConfigurableResource):
         default=1, description="Processes that ingest shards in parallel (ACS_INGEST_WORKERS; "
         "0: one per CPU core)."
     )
+    shard_digits: int = Field(
+        default=2, description="Hex digits of the ECG id that name an ingest shard "
+        "(ACS_INGEST_SHARD_DIGITS): 2 = Nightingale's 256 folders, 1 = 16 larger shards."
+    )
 
     def workers(self) -> int:
         return self.ingest_workers if self.ingest_workers > 0 else (os.cpu_count() or 1)
@@ -110,6 +114,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             endpoint_url=endpoint,
             max_workers=int(env.get("ACS_MAX_WORKERS", "8")),
             ingest_workers=int(env.get("ACS_INGEST_WORKERS", "0")),
+            shard_digits=int(env.get("ACS_INGEST_SHARD_DIGITS", "2")),
         ),
         "settings": PipelineSettings(
             profile=env.get("ACS_PROFILE", "smoke"),
