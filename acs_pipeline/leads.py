@@ -202,27 +202,14 @@ def lead_modes(leads: np.ndarray, resolution: float | None = MODE_RESOLUTION) ->
     """
     x = np.asarray(leads)
     flat = x.reshape(-1, x.shape[-1])
-    finite = np.isfinite(flat)
     if resolution is None:
-        mode = _sorted_mode(np.where(finite, flat, np.inf).astype(np.float64))
+        mode = _sorted_mode(np.where(np.isfinite(flat), flat, np.inf).astype(np.float64))
     else:
-        q = np.rint(np.where(finite, flat, 0.0) / resolution)
-        lo = np.where(finite, q, np.inf).min(axis=1)
-        hi = np.where(finite, q, -np.inf).max(axis=1)
-        has = np.isfinite(lo)
-        span = int(np.max(hi[has] - lo[has])) + 1 if has.any() else 1
-        if span <= _BINCOUNT_LIMIT:
-            mode = np.zeros(flat.shape[0])
-            step = max(1, _BINCOUNT_LIMIT // span)
-            for a in range(0, flat.shape[0], step):
-                mode[a : a + step] = _bincount_mode(
-                    q[a : a + step],
-                    finite[a : a + step],
-                    np.where(has, lo, 0.0)[a : a + step],
-                    span,
-                )
-        else:
-            mode = _sorted_mode(np.where(finite, q, np.inf))
+        q = flat / resolution
+        np.rint(q, out=q)
+        mode = _bincount_modes(q)
+        if mode is None:  # value range too wide for counting
+            mode = _sorted_mode(np.where(np.isfinite(q), q, np.inf))
         mode = mode * resolution
     mode = np.where(np.isfinite(mode), mode, 0.0)
     return mode.astype(np.float32).reshape(x.shape[:-1])
@@ -231,14 +218,33 @@ def lead_modes(leads: np.ndarray, resolution: float | None = MODE_RESOLUTION) ->
 _BINCOUNT_LIMIT = 1 << 22
 
 
-def _bincount_mode(q: np.ndarray, finite: np.ndarray, lo: np.ndarray, span: int) -> np.ndarray:
-    """Mode of integer-valued rows by one bincount; ties -> smallest level; empty row -> 0."""
+def _bincount_modes(q: np.ndarray) -> np.ndarray | None:
+    """Mode of each row of integer-valued ``q`` (non-finite = missing) by one ``bincount``.
+
+    Each row counts into its own run of bins, as long as its value range; the most populated
+    bin of each run is found with one ``maximum.reduceat`` over (count, -level) packed into an
+    integer. Ties -> smallest level; an empty row -> 0. None when the bins would exceed
+    ``_BINCOUNT_LIMIT``.
+    """
     rows = q.shape[0]
-    keys = (q - lo[:, None]) + (np.arange(rows) * span)[:, None]
-    counts = np.bincount(keys[finite].astype(np.int64), minlength=rows * span)
-    counts = counts.reshape(rows, span)
-    best = np.argmax(counts, axis=1)  # first maximum = smallest level among ties
-    return np.where(counts.max(axis=1) > 0, lo + best, 0.0)
+    finite = np.isfinite(q)
+    lo = np.min(q, axis=1, where=finite, initial=np.inf)
+    hi = np.max(q, axis=1, where=finite, initial=-np.inf)
+    has = np.isfinite(lo)
+    lo = np.where(has, lo, 0.0)
+    spans = np.where(has, hi - lo + 1, 1).astype(np.int64)
+    total = int(spans.sum())
+    if total > _BINCOUNT_LIMIT:
+        return None
+    starts = np.zeros(rows, dtype=np.int64)
+    np.cumsum(spans[:-1], out=starts[1:])
+    keys = (q + (starts - lo)[:, None].astype(q.dtype))[finite].astype(np.int64)
+    counts = np.bincount(keys, minlength=total)
+    widest = int(spans.max())
+    local = np.arange(total) - np.repeat(starts, spans)
+    best = np.maximum.reduceat(counts * (widest + 1) + (widest - local), starts)
+    level = widest - best % (widest + 1)  # first maximum = smallest level among ties
+    return np.where(best // (widest + 1) > 0, lo + level, 0.0)
 
 
 def _sorted_mode(keys: np.ndarray) -> np.ndarray:

@@ -1,7 +1,6 @@
 import io
 import os
 import sys
-import types
 
 import pytest
 import torch
@@ -16,6 +15,7 @@ from acs_pipeline.checkpoints import (
     match_state_dict,
 )
 from acs_pipeline.models.registry import build_model
+from acs_pipeline_tests.released_fakes import hubert_ecg_module
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
@@ -62,27 +62,14 @@ def test_unlisted_class_is_refused_and_named(tmp_path):
 
 
 @pytest.fixture
-def hubert_checkpoint(tmp_path, monkeypatch):
+def hubert_checkpoint(tmp_path):
     """A file laid out like the released HuBERT-ECG ones, pickling hubert_ecg.HuBERTECGConfig."""
-    from transformers import HubertConfig
-
-    module = types.ModuleType("hubert_ecg")
-
-    class HuBERTECGConfig(HubertConfig):
-        def __init__(self, ensemble_length: int = 1, vocab_sizes=(100,), **kwargs):
-            super().__init__(**kwargs)
-            self.ensemble_length = ensemble_length
-            self.vocab_sizes = list(vocab_sizes)
-
-    HuBERTECGConfig.__module__ = "hubert_ecg"
-    HuBERTECGConfig.__qualname__ = "HuBERTECGConfig"
-    module.HuBERTECGConfig = HuBERTECGConfig
-    monkeypatch.setitem(sys.modules, "hubert_ecg", module)
-    config = HuBERTECGConfig(hidden_size=512, num_hidden_layers=8, vocab_sizes=(2,))
-    state = {"head.weight": torch.arange(6.0).reshape(2, 3)}
-    path = tmp_path / "hubert_ecg_small.pt"
-    torch.save({"model_config": config, "model_state_dict": state}, path)
-    monkeypatch.delitem(sys.modules, "hubert_ecg")  # loading must not need the original class
+    with hubert_ecg_module() as config_class:
+        config = config_class(hidden_size=512, num_hidden_layers=8, vocab_sizes=(2,))
+        state = {"head.weight": torch.arange(6.0).reshape(2, 3)}
+        path = tmp_path / "hubert_ecg_small.pt"
+        torch.save({"model_config": config, "model_state_dict": state}, path)
+    # loading must not need the original class
     return path
 
 

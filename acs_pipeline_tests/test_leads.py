@@ -269,3 +269,19 @@ def test_to_3by4_window_fast_path_and_stray_samples_match_the_reference():
     got = leads.to_3by4(batch, apply_filter=False)
     for i in range(len(batch)):
         np.testing.assert_allclose(got[i], _reference_3by4(batch[i]), atol=1e-5)
+
+
+def test_lead_modes_ragged_ranges_gaps_and_empty_rows_match_scipy():
+    rng = np.random.default_rng(12)
+    x = np.round(rng.normal(0, 0.3, (40, 1250)), 2).astype(np.float32)
+    x[3] += 25.0  # a far offset
+    x[5, :10] = 40.0  # a wide range in one row
+    x[7, rng.integers(0, 1250, 600)] = np.nan
+    x[9] = np.nan  # empty: mode 0
+    x[11, :5] = np.inf  # infinite samples count as missing
+    got = leads.lead_modes(x, 0.01)
+    for i, row in enumerate(x):
+        valid = row[np.isfinite(row)]
+        want = stats.mode(np.rint(valid / np.float32(0.01)), keepdims=True)[0][0] * 0.01 \
+            if valid.size else 0.0
+        assert got[i] == pytest.approx(want, abs=1e-6), i

@@ -4,8 +4,6 @@ import hashlib
 import json
 import os
 import sys
-import types
-from contextlib import contextmanager
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +11,6 @@ import numpy as np
 import polars as pl
 import pytest
 import torch
-from transformers import HubertConfig
 
 from acs_pipeline import released, stages
 from acs_pipeline.checkpoints import CheckpointError
@@ -24,6 +21,7 @@ from acs_pipeline.models.registry import build_model, reference_layout
 from acs_pipeline.models.specs import model_spec
 from acs_pipeline.storage import Storage
 from acs_pipeline_tests.conftest import env_for
+from acs_pipeline_tests.released_fakes import hubert_ecg_module
 from acs_pipeline_tests.s3_fixtures import s3_client
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -60,28 +58,6 @@ def lightning_checkpoint(state: dict, **extra) -> dict:
         "hyper_parameters": {"init_lr": 1e-4},
         **extra,
     }
-
-
-@contextmanager
-def hubert_ecg_module():
-    """A fake ``hubert_ecg`` module with ``HuBERTECGConfig(HubertConfig)``, registered in
-    ``sys.modules`` only while the caller saves (loading must not need it)."""
-    module = types.ModuleType("hubert_ecg")
-
-    class HuBERTECGConfig(HubertConfig):
-        def __init__(self, ensemble_length: int = 1, vocab_sizes=(100,), **kwargs):
-            super().__init__(**kwargs)
-            self.ensemble_length = ensemble_length
-            self.vocab_sizes = list(vocab_sizes)
-
-    HuBERTECGConfig.__module__ = "hubert_ecg"
-    HuBERTECGConfig.__qualname__ = "HuBERTECGConfig"
-    module.HuBERTECGConfig = HuBERTECGConfig
-    sys.modules["hubert_ecg"] = module
-    try:
-        yield HuBERTECGConfig
-    finally:
-        del sys.modules["hubert_ecg"]
 
 
 def authors_config(cls, **overrides):
