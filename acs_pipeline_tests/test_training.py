@@ -19,44 +19,12 @@ from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from acs_pipeline import training as T
+from acs_pipeline_tests.tiny_training import Interrupt, RaiseAfter, TinyNet, make_data
+
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 REPO = Path(__file__).resolve().parents[1]
 
-# The model lives in source text so that the kill-and-resume child process can import the same
-# definition from a file in tmp_path.
-MODEL_SRC = textwrap.dedent(
-    """
-    import numpy as np
-    import torch
-    from torch import nn
-
-
-    class TinyNet(nn.Module):
-        def __init__(self, channels: int = 3, width: int = 8, dropout: float = 0.0):
-            super().__init__()
-            self.conv = nn.Conv1d(channels, width, 9, padding=4)
-            self.drop = nn.Dropout(dropout)
-            self.fc = nn.Linear(width, 1)
-
-        def forward(self, x):
-            h = torch.relu(self.conv(x)).mean(-1)
-            return self.fc(self.drop(h))[:, 0]
-
-
-    def make_data(n, seed, flip=False, length=500):
-        rng = np.random.default_rng(seed)
-        y = np.zeros(n, dtype=np.float32)
-        y[rng.permutation(n)[: n // 2]] = 1
-        x = rng.normal(size=(n, 3, length)).astype(np.float32)
-        planted = (1 - y) if flip else y
-        x[planted == 1, 0, 200:260] += 1.5
-        return x.astype(np.float16), y
-    """
-)
-_ns: dict = {}
-exec(compile(MODEL_SRC, "tiny_model.py", "exec"), _ns)
-TinyNet = _ns["TinyNet"]
-make_data = _ns["make_data"]
 
 FAST = {"logger": "none", "batch_size": 16, "lr": 1e-2}
 
@@ -75,21 +43,6 @@ def weights_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
-class Boom(Exception):
-    pass
-
-
-class RaiseAfter(Callback):
-    """Interrupts training once epoch ``k`` has been validated and checkpointed."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.k + 1:
-            raise Boom(f"interrupted after epoch {self.k}")
-
-
 class RecordEpochs(Callback):
     def __init__(self) -> None:
         self.sampler_epochs: list[int] = []
@@ -104,15 +57,6 @@ class CountBatches(Callback):
 
     def on_train_batch_end(self, *args) -> None:
         self.n += 1
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The tiny net gains nothing from threads; on a shared machine they only contend."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -277,7 +221,7 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data) -> No
     full = T.fit(TinyNet, *data, tmp_path / "full", c)
     lrs = [r["lr"] for r in read_metrics(full.metrics_csv)]
     assert lrs[0] == 1e-2 and lrs[-1] <= 5e-3, lrs
-    with pytest.raises(Boom):
+    with pytest.raises(Interrupt):
         T.fit(TinyNet, *data, tmp_path / "cut", c, callbacks=[RaiseAfter(1)])
     state = json.loads((tmp_path / "cut" / "run_state.json").read_text())
     assert state["finished"] is False
@@ -291,7 +235,6 @@ def test_interrupted_run_resumes_to_the_same_weights(tmp_path: Path, data) -> No
 
 
 def test_killed_process_resumes_from_last_ckpt(tmp_path: Path, data) -> None:
-    (tmp_path / "tiny_model.py").write_text(MODEL_SRC)
     np.savez(tmp_path / "data.npz", xt=data[0][0], yt=data[0][1], xv=data[1][0], yv=data[1][1])
     c = cfg(max_epochs=4)
     out, flag = tmp_path / "run", tmp_path / "epoch1.flag"
@@ -303,8 +246,7 @@ def test_killed_process_resumes_from_last_ckpt(tmp_path: Path, data) -> None:
         import numpy as np
         import torch
         from lightning.pytorch.callbacks import Callback
-        sys.path.insert(0, {str(tmp_path)!r})
-        from tiny_model import TinyNet
+        from acs_pipeline_tests.tiny_training import TinyNet
         from acs_pipeline.training import TrainConfig, fit
 
         torch.set_num_threads(1)

@@ -6,27 +6,16 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
-import numpy as np
 import pytest
 import torch
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.strategies.launchers.multiprocessing import _MultiProcessingLauncher
 from sklearn.metrics import roc_auc_score
-from torch import nn
 
 from acs_pipeline import training as T
+from acs_pipeline_tests.tiny_training import RaiseAfter, TinyNet, make_data
 
-
-class TinyNet(nn.Module):
-    """Defined at module level: spawned DDP workers unpickle it by this module's name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(3, 4, 9, padding=4)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(-1))[:, 0]
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 class RecordShards(Callback):
@@ -49,23 +38,6 @@ class RecordShards(Callback):
         self.folder.mkdir(parents=True, exist_ok=True)
         name = f"rank{trainer.global_rank}_epoch{trainer.current_epoch}.json"
         (self.folder / name).write_text(json.dumps(rec))
-
-
-def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n, dtype=np.float32)
-    y[rng.permutation(n)[: n // 2]] = 1
-    x = rng.normal(size=(n, 3, 200)).astype(np.float32)
-    x[y == 1, 0, 80:120] += 0.7
-    return x.astype(np.float16), y
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def cfg(**kw) -> T.TrainConfig:
@@ -94,7 +66,7 @@ def test_training_shards_are_padded_to_equal_batch_counts() -> None:
 
 
 def test_too_small_validation_set_for_the_processes_is_refused() -> None:
-    x, y = make_data(3, 0)
+    x, y = make_data(3, 0, length=200)
     dm = T.ECGDataModule((x, y), (x, y), batch_size=2)
     dm.trainer = SimpleNamespace(world_size=4, global_rank=1)
     with pytest.raises(T.TrainingDataError, match="val: 3 samples cannot be sharded over 4"):
@@ -135,7 +107,8 @@ def test_one_device_ddp_is_not_spawned(tmp_path: Path) -> None:
 
 
 def test_single_process_result_can_be_read_back_from_last_ckpt(tmp_path: Path) -> None:
-    res = T.fit(TinyNet, make_data(32, 0), make_data(16, 1), tmp_path, cfg(max_epochs=3))
+    res = T.fit(TinyNet, make_data(32, 0, length=200), make_data(16, 1, length=200), tmp_path,
+                cfg(max_epochs=3))
     history = T._EpochHistory(tmp_path / "unused.csv")
     epochs, steps = T._read_worker_state(res.last_path, history)
     assert (epochs, steps) == (res.epochs_run, res.global_step) == (3, 12)
@@ -160,26 +133,11 @@ def test_only_rank_zero_writes_the_metrics_file(tmp_path: Path) -> None:
 DDP = {"devices": 2, "strategy": "ddp"}
 
 
-class Interrupt(Exception):
-    pass
-
-
-class RaiseAfter(Callback):
-    """Interrupts training once epoch ``k`` has been validated and checkpointed."""
-
-    def __init__(self, k: int) -> None:
-        self.k = k
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        if trainer.current_epoch == self.k + 1:
-            raise Interrupt(f"interrupted after epoch {self.k}")
-
-
 @pytest.fixture(scope="module")
 def ddp_run(tmp_path_factory):
     """One 2-process CPU DDP fit (launched as 'ddp', run as spawned workers) for the tests."""
     root = tmp_path_factory.mktemp("ddp")
-    train, val = make_data(64, 0), make_data(33, 1)
+    train, val = make_data(64, 0, length=200), make_data(33, 1, length=200)
     res = T.fit(
         TinyNet,
         train,

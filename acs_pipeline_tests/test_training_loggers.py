@@ -7,42 +7,16 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-from torch import nn
 
 from acs_pipeline import training as T
+from acs_pipeline_tests.tiny_training import TinyNet, make_data
 
-
-class TinyNet(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.conv = nn.Conv1d(3, 4, 9, padding=4)
-        self.fc = nn.Linear(4, 1)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc(torch.relu(self.conv(x)).mean(-1))[:, 0]
-
-
-def make_data(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    y = np.zeros(n, dtype=np.float32)
-    y[rng.permutation(n)[: n // 2]] = 1
-    x = rng.normal(size=(n, 3, 200)).astype(np.float32)
-    x[y == 1, 0, 80:120] += 1.0
-    return x, y
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 
 @pytest.fixture(scope="module")
 def data():
-    return make_data(48, 0), make_data(24, 1)
+    return make_data(48, 0, length=200), make_data(24, 1, length=200)
 
 
 def cfg(**kw) -> T.TrainConfig:

