@@ -18,8 +18,9 @@ import json
 import multiprocessing
 import re
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -41,6 +42,7 @@ MANIFEST_SCHEMA = {
     "etag": pl.String, "sha256": pl.String, "status": pl.String, "detail": pl.String,
 }
 INDEX_FORMAT = 2
+_WRITERS = 4  # shards whose writes may be in flight at once (in-process ingest)
 REJECT_SCHEMA = {"ecg_id": pl.String, "key": pl.String, "stage": pl.String,
                  "reason": pl.String, "detail": pl.String}
 
@@ -282,13 +284,23 @@ def _plan(task: ShardTask) -> tuple[list[Part], list[Part], list[str]]:
 def _process_shard(task: ShardTask,
                    reads: Iterator[tuple[str, bytes | Exception]] | None = None
                    ) -> ShardOutcome:
+    """Bring one shard up to date (`_build_shard`, then its writes)."""
+    outcome, commit = _build_shard(task, reads)
+    commit()
+    return outcome
+
+
+def _build_shard(task: ShardTask,
+                 reads: Iterator[tuple[str, bytes | Exception]] | None = None
+                 ) -> tuple[ShardOutcome, Callable[[], None]]:
     """Bring one shard up to date: keep valid parts, add one part for what they do not cover.
 
     Parts whose members all still match the manifest are kept as they are. Rows of a part that
     lost a member (file changed or removed) are carried into the new part without recomputing;
     only files no part covers are decoded and transformed. With more than ``max_parts`` parts
-    the shard is compacted into one. The shard's ``_shard.json`` is written after its parquet
-    files, and replaced parts are deleted last, so a crash leaves the previous state readable.
+    the shard is compacted into one. Returns the outcome and the shard's writes, to run in
+    order: the new part, then ``_shard.json``, then deleting replaced parts, so a crash
+    leaves the previous state readable.
     """
     t0 = time.perf_counter()
     st = task.storage
@@ -316,6 +328,7 @@ def _process_shard(task: ShardTask,
     ids, x, rejects = _compute(task, todo, reads) if todo else ([], None, [])
     members.update({k: task.wanted[k] for k in todo})
     new_parts = list(keep)
+    writes: list[tuple[str, bytes]] = []
     if members:
         all_ids = carried_ids + ids
         stack = [a for a in [*carried_x, x] if a is not None and len(a)]
@@ -326,20 +339,25 @@ def _process_shard(task: ShardTask,
         path = f"{_shard_dir(task.base, task.shard)}/part-{fp[:16]}.parquet"
         buf = io.BytesIO()
         tensors.write(buf, [all_ids[i] for i in order], xs[order])
-        data = buf.getvalue()
-        st.write_bytes(path, data)  # atomic; hashed from memory, no read-back
+        data = buf.getvalue()  # hashed from memory, no read-back
         new_parts.append(Part(path, fp, len(all_ids), len(data),
                               hashlib.sha256(data).hexdigest(), members,
                               sorted(carried_rejects + rejects, key=lambda r: r["key"])))
-    st.write_bytes(_shard_file(task.base, task.shard), json.dumps({
+        writes.append((path, data))
+    writes.append((_shard_file(task.base, task.shard), json.dumps({
         "view": task.view, "code_version": task.code_version, "shard": task.shard,
-        "parts": [asdict(p) for p in new_parts]}).encode())
+        "parts": [asdict(p) for p in new_parts]}).encode()))
     live = {p.path for p in new_parts}
-    for rel in st.list(_shard_dir(task.base, task.shard) + "/"):
-        if rel.endswith(".parquet") and rel not in live:
-            st.delete(rel)  # replaced, stale (older code version) or left by a crashed run
-    return ShardOutcome(task.shard, new_parts, len(todo),
-                        len(members) - len(todo), time.perf_counter() - t0)
+
+    def commit() -> None:
+        for rel, blob in writes:
+            st.write_bytes(rel, blob)  # atomic
+        for rel in st.list(_shard_dir(task.base, task.shard) + "/"):
+            if rel.endswith(".parquet") and rel not in live:
+                st.delete(rel)  # replaced, stale (older code version) or left by a crash
+
+    return ShardOutcome(task.shard, new_parts, len(todo), len(members) - len(todo),
+                        time.perf_counter() - t0), commit
 
 
 def _read_shard_state(storage: Storage, base: str, shard: str, view: str,
@@ -360,10 +378,25 @@ def _run_tasks(tasks: list[ShardTask], workers: int,
                min_parallel: int) -> Iterator[ShardOutcome]:
     todo = [_plan(t)[2] for t in tasks]
     if workers <= 1 or len(tasks) <= 1 or sum(map(len, todo)) < min_parallel:
-        # One read stream over every shard: reads run ahead across shard boundaries.
+        # One read stream over every shard: reads run ahead across shard boundaries; each
+        # shard's writes (fsync-bound) run in a writer thread while the next shard computes.
         stream = tasks[0].source.read_many([k for keys in todo for k in keys]) if tasks else None
-        for task, keys in zip(tasks, todo, strict=True):
-            yield _process_shard(task, itertools.islice(stream, len(keys)))
+        pending: deque[tuple[ShardOutcome, Future[None]]] = deque()
+        with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ingest-write") as pool:
+            try:
+                for task, keys in zip(tasks, todo, strict=True):
+                    outcome, commit = _build_shard(task, itertools.islice(stream, len(keys)))
+                    pending.append((outcome, pool.submit(commit)))
+                    while pending and (pending[0][1].done() or len(pending) > _WRITERS):
+                        done, fut = pending.popleft()
+                        fut.result()
+                        yield done
+                while pending:
+                    done, fut = pending.popleft()
+                    fut.result()
+                    yield done
+            finally:  # an error leaves every shard whose writes started fully written
+                wait([f for _, f in pending])
         return
     ctx = multiprocessing.get_context("spawn")  # no fork: the caller may hold threads and locks
     with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=ctx) as pool:

@@ -103,7 +103,7 @@ def test_interrupted_run_keeps_finished_shards(tmp_path, monkeypatch):
     source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, _ = ingest.build_manifest(source)
     calls = []
-    real = ingest._process_shard
+    real = ingest._build_shard
 
     def flaky(*args, **kwargs):
         if len(calls) == 2:
@@ -111,10 +111,10 @@ def test_interrupted_run_keeps_finished_shards(tmp_path, monkeypatch):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(ingest, "_process_shard", flaky)
+    monkeypatch.setattr(ingest, "_build_shard", flaky)
     with pytest.raises(RuntimeError):
         ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")
-    monkeypatch.setattr(ingest, "_process_shard", real)
+    monkeypatch.setattr(ingest, "_build_shard", real)
     rep = ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")
     assert (rep.shards_reused, rep.shards_computed) == (2, 1)
 
