@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from acs_pipeline import tensors
-from acs_pipeline.leads import WaveformError, decode_npz, to_3by4
+from acs_pipeline.leads import N_SAMPLES, WaveformError, decode_npz, to_3by4
 from acs_pipeline.rawsource import RawObject, RawSource
 from acs_pipeline.reconstruct import reconstruct_12lead
 from acs_pipeline.storage import Storage
@@ -114,12 +114,14 @@ def shard_fingerprint(view: str, code_version: str, members: Iterable[tuple[str,
     return h.hexdigest()
 
 
-def transform_batch(view: str, raw: np.ndarray) -> tuple[np.ndarray, list[str | None]]:
-    """Apply a view's processing to a (N, 15, 5000) batch; per-ECG failures are reported."""
+def transform_batch(view: str, raw: np.ndarray | list[np.ndarray]
+                    ) -> tuple[np.ndarray, list[str | None]]:
+    """Apply a view's processing to a (N, 15, 5000) batch (or a list of N (15, 5000) arrays);
+    per-ECG failures are reported."""
     if view == "ecg_3by4":
-        return to_3by4(raw), [None] * len(raw)
+        return to_3by4(raw if isinstance(raw, np.ndarray) else list(raw)), [None] * len(raw)
     if view == "ecg_12lead":
-        out = np.zeros((len(raw), 12, raw.shape[-1]), dtype=np.float32)
+        out = np.zeros((len(raw), 12, N_SAMPLES), dtype=np.float32)
         errors: list[str | None] = []
         for i, one in enumerate(raw):
             try:
@@ -222,7 +224,7 @@ def _compute(task: ShardTask, keys: list[str], reads: Iterator[tuple[str, bytes 
     def flush() -> None:
         if not pending:
             return
-        out, errors = transform_batch(task.view, np.stack(pending))
+        out, errors = transform_batch(task.view, list(pending))  # no stacked copy
         keep = np.array([e is None for e in errors])
         for ecg_id, key, err in zip(pending_ids, pending_keys, errors, strict=True):
             if err is None:

@@ -11,6 +11,7 @@ import io
 import struct
 import zipfile
 import zlib
+from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -273,21 +274,27 @@ def bandpass(
     return y.astype(np.float32, copy=False)
 
 
-def _windows(short: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _windows(short: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Each short lead's printed window (N, 12, 1250) float32, and which leads (N, 12) also
-    have finite samples outside it."""
-    win = np.stack([short[:, j, lead_window(j)] for j in range(12)], axis=1)
-    win = win.astype(np.float32, copy=False)
-    outside = np.isfinite(short).sum(axis=-1) != np.isfinite(win).sum(axis=-1)
+    have finite samples outside it. ``short``: N arrays (or an array) of 12+ rows x 5000."""
+    n = len(short)
+    win = np.empty((n, 12, WINDOW), dtype=np.float32)
+    finite_rows = np.empty((n, 12), dtype=np.int64)
+    for i, ecg in enumerate(short):
+        for q in range(4):  # leads 3q, 3q+1, 3q+2 are printed in window q
+            win[i, 3 * q:3 * q + 3] = ecg[3 * q:3 * q + 3, q * WINDOW:(q + 1) * WINDOW]
+        finite_rows[i] = np.count_nonzero(np.isfinite(ecg[:12]), axis=-1)
+    outside = finite_rows != np.count_nonzero(np.isfinite(win), axis=-1)
     return win, outside
 
 
-def _window_modes(short: np.ndarray, win: np.ndarray, outside: np.ndarray,
-                  resolution: float | None) -> np.ndarray:
-    modes = lead_modes(win, resolution)
-    if outside.any():
-        modes[outside] = lead_modes(short[outside], resolution)
-    return modes
+def _stray_rows(short: Sequence[np.ndarray], outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, full short rows (k, 12, 5000) float32) of the ECGs with samples outside a
+    window."""
+    idx = np.flatnonzero(outside.any(axis=1))
+    rows = np.stack([np.asarray(short[i][:12], dtype=np.float32) for i in idx]) if idx.size \
+        else np.empty((0, 12, N_SAMPLES), dtype=np.float32)
+    return idx, rows
 
 
 def short_lead_modes(
@@ -300,41 +307,54 @@ def short_lead_modes(
     Equal to ``lead_modes(short)`` in every case.
     """
     win, outside = _windows(short)
-    return _window_modes(short, win, outside, resolution)
+    modes = lead_modes(win, resolution)
+    idx, rows = _stray_rows(short, outside)
+    if idx.size:
+        modes[idx] = np.where(outside[idx], lead_modes(rows, resolution), modes[idx])
+    return modes
 
 
 def to_3by4(
-    raw: np.ndarray,
+    raw: np.ndarray | Sequence[np.ndarray],
     apply_filter: bool = True,
     mode_resolution: float | None = MODE_RESOLUTION,
 ) -> np.ndarray:
     """The "3by4" input: (N, 15, 5000) or (15, 5000) -> (N, 3, 5000) or (3, 5000) float32.
 
-    Per short lead subtract its mode over the valid samples (`lead_modes`), set NaN to 0,
-    row i = leads i + i+3 + i+6 + i+9 (row 0 = I | aVR | V1 | V4 end to end), then the 0.5-50 Hz
-    zero-phase band-pass (`bandpass`) unless ``apply_filter`` is False.
+    ``raw`` may also be a list of N (15, 5000) arrays (no need to stack them first). Per short
+    lead subtract its mode over the valid samples (`lead_modes`), set NaN to 0, row i = leads
+    i + i+3 + i+6 + i+9 (row 0 = I | aVR | V1 | V4 end to end), then the 0.5-50 Hz zero-phase
+    band-pass (`bandpass`) unless ``apply_filter`` is False.
     """
-    arr = np.asarray(raw)
-    single = arr.ndim == 2
-    if single:
-        arr = arr[None]
-    if arr.ndim != 3 or arr.shape[1:] != SHAPE:
-        raise WaveformError(
-            "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
-        )
-    n = arr.shape[0]
-    short = arr[:, :12, :]
-    win, outside = _windows(short)
-    modes = _window_modes(short, win, outside, mode_resolution)
+    if isinstance(raw, list | tuple):
+        bad = [np.shape(r) for r in raw if np.ndim(r) != 2 or np.shape(r) != SHAPE]
+        if bad:
+            raise WaveformError(
+                "wrong_shape", f"to_3by4: got arrays of shape {bad[0]}; expected {SHAPE}"
+            )
+        single, batch = False, raw
+    else:
+        arr = np.asarray(raw)
+        single = arr.ndim == 2
+        batch = arr[None] if single else arr
+        if batch.ndim != 3 or batch.shape[1:] != SHAPE:
+            raise WaveformError(
+                "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
+            )
+    n = len(batch)
+    win, outside = _windows(batch)
+    modes = lead_modes(win, mode_resolution)
+    idx, rows = _stray_rows(batch, outside)
+    if idx.size:
+        modes[idx] = np.where(outside[idx], lead_modes(rows, mode_resolution), modes[idx])
     # Lead j = 3q + i lies only in window q of row i: row i is its four windows end to end.
     win -= modes[..., None]
     np.nan_to_num(win, copy=False, nan=0.0)
     out = win.reshape(n, 4, 3, WINDOW).transpose(0, 2, 1, 3).reshape(n, 3, N_SAMPLES)
-    stray = outside.any(axis=1)
-    if stray.any():  # leads with samples outside their window: sum the full rows
-        full = short[stray].astype(np.float32) - modes[stray][..., None]
-        np.nan_to_num(full, copy=False, nan=0.0)
-        out[stray] = full.reshape(-1, 4, 3, N_SAMPLES).sum(axis=1)
+    if idx.size:  # leads with samples outside their window: sum the full rows
+        rows -= modes[idx][..., None]
+        np.nan_to_num(rows, copy=False, nan=0.0)
+        out[idx] = rows.reshape(-1, 4, 3, N_SAMPLES).sum(axis=1)
     if apply_filter:
         out = bandpass(out)
     return out[0] if single else out
