@@ -363,9 +363,12 @@ def _build_shard(task: ShardTask,
 
 
 def _read_shard_state(storage: Storage, base: str, shard: str, view: str,
-                      code_version: str) -> list[Part]:
-    """The shard's recorded parts whose files exist; [] if none, stale or unreadable."""
+                      code_version: str, present: set[str]) -> list[Part]:
+    """The shard's recorded parts whose files are ``present``; [] if none, stale or
+    unreadable."""
     rel = _shard_file(base, shard)
+    if rel not in present:
+        return []
     try:
         doc = json.loads(storage.read_bytes(rel))
     except (FileNotFoundError, ValueError):
@@ -373,7 +376,7 @@ def _read_shard_state(storage: Storage, base: str, shard: str, view: str,
     if doc.get("view") != view or doc.get("code_version") != code_version:
         return []
     parts = [Part(**p) for p in doc.get("parts", [])]
-    return [p for p in parts if storage.exists(p.path)]
+    return [p for p in parts if p.path in present]
 
 
 def _run_tasks(tasks: list[ShardTask], workers: int,
@@ -450,6 +453,7 @@ def ingest_view(
     base = f"{prefix}/{view}"
     index_path = f"{base}/_index.json"
     old_shards: set[str] = set()
+    old: dict = {}
     if storage.exists(index_path):
         old = json.loads(storage.read_bytes(index_path))
         if old.get("format") == INDEX_FORMAT:
@@ -468,9 +472,10 @@ def ingest_view(
         hashes[key] = sha
         ids[key] = ecg_id
     shards = sorted(wanted)
+    present = set(storage.list(base + "/"))  # one listing of the view, not a HEAD per part
     with ThreadPoolExecutor(max_workers=8) as pool:
         states = dict(zip(shards, pool.map(
-            lambda s: _read_shard_state(storage, base, s, view, code_version), shards),
+            lambda s: _read_shard_state(storage, base, s, view, code_version, present), shards),
             strict=True))
     final: dict[str, list[Part]] = {}
     tasks: list[ShardTask] = []
@@ -499,7 +504,8 @@ def ingest_view(
     index = {"format": INDEX_FORMAT, "view": view, "code_version": code_version,
              "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
                              "sha256": p.sha256} for p in final[s]] for s in shards}}
-    storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
+    if index != old:  # a no-change run leaves the index (and its timestamp) alone
+        storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
     for s in shards:
         for p in final[s]:
             report.parts += 1

@@ -209,8 +209,15 @@ def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
     tset = ingest.load_view(st, "ecg_3by4")
     np.testing.assert_array_equal(tset.x, ingest.load_view(Storage(str(tmp_path / "store")),
                                                            "ecg_3by4").x)
+    calls: list[str] = []
+    st.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
     again = ingest.ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
     assert again.shards_reused == 3
+    # a no-change re-run reads the index, one listing of the view and each shard's state, and
+    # writes nothing
+    assert sorted(set(calls)) == ["GetObject", "HeadObject", "ListObjectsV2"]
+    assert calls.count("GetObject") == 1 + 3
+    assert calls.count("HeadObject") == 1  # the index, not one per part
     assert pl.DataFrame(rep.rejects).height == 4
 
 
