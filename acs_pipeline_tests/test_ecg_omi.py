@@ -1,6 +1,5 @@
 import pytest
 import torch
-from sklearn.metrics import roc_auc_score
 from torch import nn
 
 from acs_pipeline.models.ecg_omi import ECGOMI
@@ -59,25 +58,3 @@ def test_one_adam_step_lowers_the_loss():
     with torch.no_grad():
         after = loss_fn(model(x), y)
     assert after.item() < before.item()
-
-
-def test_memorises_32_noise_samples():
-    torch.manual_seed(0)
-    model = build_model("ecg_omi", "smoke").train()
-    gen = torch.Generator().manual_seed(2)
-    x = torch.randn(32, 3, 5000, generator=gen)
-    y = torch.zeros(32)
-    y[torch.randperm(32, generator=gen)[:16]] = 1.0
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    loss_fn = nn.BCEWithLogitsLoss()
-    aucs = []
-    for _ in range(30):
-        optimizer.zero_grad()
-        logits = model(x)
-        loss_fn(logits, y).backward()
-        optimizer.step()
-        aucs.append(roc_auc_score(y.numpy(), logits.detach().numpy()))
-        if aucs[-1] == 1.0:
-            break
-    assert aucs[0] < 0.9
-    assert aucs[-1] == 1.0
