@@ -154,6 +154,17 @@ def test_delete_and_missing(storage: Storage) -> None:
         storage.size("d/x")
 
 
+def test_delete_leaves_no_empty_folders_locally(tmp_path: Path) -> None:
+    st = Storage(str(tmp_path / "root"))
+    st.write_bytes("a/b/c/x", b"1")
+    st.write_bytes("a/y", b"2")
+    st.delete("a/b/c/x")
+    assert not (tmp_path / "root/a/b").exists()  # emptied folders go, as prefixes on S3
+    assert st.list("a/") == ["a/y"]
+    st.delete("a/y")
+    assert (tmp_path / "root").is_dir() and not (tmp_path / "root/a").exists()  # root stays
+
+
 def test_parquet_through_pyarrow_fs(storage: Storage) -> None:
     table = pa.table({"ecg_id": ["ecg0000000001", "ecg0000000002"], "y": [0.5, 1.5]})
     fs, base = storage.pyarrow_fs()
