@@ -38,19 +38,25 @@ from acs_pipeline.rawsource import RawSource
 from acs_pipeline.storage import Storage
 
 
-def naive_3by4(npz_path: Path, out_dir: Path) -> int:
+def naive_3by4(npz_path: Path, out_dir: Path, mode: str = "scipy") -> int:
     """The original recipe, per file: load, per-lead mode, NaN->0, sum, filtfilt, float64 .npy.
 
-    The mode is the original's ``scipy.stats.mode(x)[0][0]`` with ``keepdims=True``, the one
-    change that makes that call work on SciPy >= 1.11 (DATA-CONTRACT section 3).
+    ``mode="scipy"``: the original's ``scipy.stats.mode(x)[0][0]`` with ``keepdims=True``, the
+    one change that makes that call work on SciPy >= 1.11 (DATA-CONTRACT section 3);
+    ``mode="unique"``: a faster hand-written mode (``np.unique`` counts), for reference.
     """
     with np.load(npz_path) as z:
         raw = z[z.files[0]].astype(np.float64)
     leads = raw[:12].copy()
     for j in range(12):
         valid = leads[j][np.isfinite(leads[j])]
-        if valid.size:
+        if not valid.size:
+            continue
+        if mode == "scipy":
             leads[j] -= stats.mode(valid, keepdims=True)[0][0]
+        else:
+            vals, counts = np.unique(valid, return_counts=True)
+            leads[j] -= vals[np.argmax(counts)]
     leads = np.nan_to_num(leads)
     x = np.stack([leads[i] + leads[i + 3] + leads[i + 6] + leads[i + 9] for i in range(3)])
     b, a = signal.butter(5, [0.5, 50], btype="band", fs=500)
@@ -140,10 +146,16 @@ def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> fl
             with Clock() as naive:
                 sizes = [naive_3by4(f, out) for f in naive_files]
             base_rate = len(naive_files) / naive.cpu
+            with Clock() as naive_unique:
+                for f in naive_files:
+                    naive_3by4(f, out, mode="unique")
+            unique_rate = len(naive_files) / naive_unique.cpu
             row.update(baseline_ecgs=len(naive_files),
                        baseline_ecgs_per_s_per_core=round(base_rate, 1),
                        baseline_bytes_per_ecg=round(float(np.mean(sizes))),
-                       speedup_vs_baseline=round(rate / base_rate, 2))
+                       speedup_vs_baseline=round(rate / base_rate, 2),
+                       unique_mode_baseline_ecgs_per_s_per_core=round(unique_rate, 1),
+                       speedup_vs_unique_mode_baseline=round(rate / unique_rate, 2))
             local_rate = rate
             # The same full ingest with the other shard grouping, for comparison.
             other = 3 - SHARD_DIGITS
