@@ -297,6 +297,17 @@ def _stray_rows(short: Sequence[np.ndarray], outside: np.ndarray) -> tuple[np.nd
     return idx, rows
 
 
+def _fix_stray_modes(modes: np.ndarray, idx: np.ndarray, rows: np.ndarray, outside: np.ndarray,
+                     resolution: float | None) -> None:
+    """Replace, in place, the window modes of leads with samples outside their window by the
+    modes of their full rows (only those leads are recounted)."""
+    if idx.size:
+        sel = outside[idx]
+        fixed = modes[idx]
+        fixed[sel] = lead_modes(rows[sel], resolution)
+        modes[idx] = fixed
+
+
 def short_lead_modes(
     short: np.ndarray, resolution: float | None = MODE_RESOLUTION
 ) -> np.ndarray:
@@ -309,8 +320,7 @@ def short_lead_modes(
     win, outside = _windows(short)
     modes = lead_modes(win, resolution)
     idx, rows = _stray_rows(short, outside)
-    if idx.size:
-        modes[idx] = np.where(outside[idx], lead_modes(rows, resolution), modes[idx])
+    _fix_stray_modes(modes, idx, rows, outside, resolution)
     return modes
 
 
@@ -345,8 +355,7 @@ def to_3by4(
     win, outside = _windows(batch)
     modes = lead_modes(win, mode_resolution)
     idx, rows = _stray_rows(batch, outside)
-    if idx.size:
-        modes[idx] = np.where(outside[idx], lead_modes(rows, mode_resolution), modes[idx])
+    _fix_stray_modes(modes, idx, rows, outside, mode_resolution)
     # Lead j = 3q + i lies only in window q of row i: row i is its four windows end to end.
     win -= modes[..., None]
     np.nan_to_num(win, copy=False, nan=0.0)
