@@ -1,4 +1,5 @@
 import io
+import struct
 import zipfile
 
 import numpy as np
@@ -239,13 +240,40 @@ def test_decode_oversized_member_reports_shape_without_inflating_it():
     assert info.value.reason == "wrong_shape"
 
 
-def test_decode_float32_member_is_a_read_only_view_and_float64_is_cast():
+def test_decode_float32_member_is_a_view_and_float64_is_cast():
     raw = make_raw()
     out = leads.decode_npz(npz_bytes(raw, compressed=True), "f")
-    assert out.dtype == np.float32 and not out.flags.writeable
+    assert out.dtype == np.float32 and out.base is not None and not out.flags.owndata
     out64 = leads.decode_npz(npz_bytes(raw.astype(np.float64)), "f")
-    assert out64.dtype == np.float32 and out64.flags.writeable
+    assert out64.dtype == np.float32 and out64.flags.owndata
     np.testing.assert_array_equal(out, out64)
+
+
+@pytest.mark.parametrize("case", ["bit_flip", "truncated"])
+def test_decode_without_libdeflate_uses_zlib_with_the_same_results(monkeypatch, case):
+    raw = make_raw()
+    data = npz_bytes(raw, compressed=True)
+    with_lib = leads.decode_npz(data, "f")
+    bad, reason = _bad_cases()[case]
+    monkeypatch.setattr(leads, "_libdeflate", None)
+    np.testing.assert_array_equal(leads.decode_npz(data, "f"), with_lib)
+    with pytest.raises(WaveformError) as info:
+        leads.decode_npz(bad, "f")
+    assert info.value.reason == reason
+
+
+def test_decode_compressed_bit_flip_is_corrupt_with_libdeflate():
+    data = bytearray(npz_bytes(make_raw(), compressed=True))
+    with zipfile.ZipFile(io.BytesIO(bytes(data))) as zf:
+        info = zf.infolist()[0]
+    name_len, extra_len = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_len + extra_len  # the member's deflate stream
+    for offset in (start + 10, start + info.compress_size // 2, start + info.compress_size - 3):
+        bad = bytearray(data)
+        bad[offset] ^= 0x55
+        with pytest.raises(WaveformError) as err:
+            leads.decode_npz(bytes(bad), "f")
+        assert err.value.reason == "corrupt_npz", offset
 
 
 def _reference_3by4(raw: np.ndarray) -> np.ndarray:
