@@ -165,7 +165,7 @@ class ShardTask:
     ids: dict[str, str]  # raw key -> ecg_id
     parts: list[Part]  # the shard's current parts (empty when none or stale)
     max_parts: int = 8
-    batch: int = 256
+    batch: int = 32  # ECGs transformed together; fits in cache (~10 % faster than 256)
 
 
 @dataclass
