@@ -21,7 +21,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 import numpy as np
 import polars as pl
@@ -149,6 +149,10 @@ class Part:
     sha256: str
     members: dict[str, str]
     rejects: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        """The part as a JSON-ready dict (shallow: ``asdict`` would deep-copy the members)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass
@@ -348,7 +352,7 @@ def _build_shard(task: ShardTask,
         writes.append((path, data))
     writes.append((_shard_file(task.base, task.shard), json.dumps({
         "view": task.view, "code_version": task.code_version, "shard": task.shard,
-        "parts": [asdict(p) for p in new_parts]}).encode()))
+        "parts": [p.as_json() for p in new_parts]}).encode()))
     live = {p.path for p in new_parts}
 
     def commit() -> None:
