@@ -129,9 +129,10 @@ def _npy_header(header: bytes) -> tuple[tuple[int, ...], bool, np.dtype, int]:
 
 
 def _first_member(data: bytes, source: str) -> np.ndarray:
-    """The first ``.npy`` array stored in the zip archive ``data``, dtype/shape checked first.
+    """The first ``.npy`` array stored in the zip archive ``data``, dtype and shape checked.
 
-    The array is a view of the inflated bytes (no copy).
+    The array is a view of the inflated bytes (no copy). A member too large for a waveform is
+    not inflated (see `_member_payload`).
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -296,31 +297,33 @@ def _windows(short: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     win = np.empty((n, 12, WINDOW), dtype=np.float32)
     finite_rows = np.empty((n, 12), dtype=np.int64)
     for i, ecg in enumerate(short):
-        for q in range(4):  # leads 3q, 3q+1, 3q+2 are printed in window q
-            win[i, 3 * q:3 * q + 3] = ecg[3 * q:3 * q + 3, q * WINDOW:(q + 1) * WINDOW]
+        for q in range(4):  # leads 3q, 3q+1, 3q+2 share the printed window q
+            win[i, 3 * q:3 * q + 3] = ecg[3 * q:3 * q + 3, lead_window(3 * q)]
         finite_rows[i] = np.count_nonzero(np.isfinite(ecg[:12]), axis=-1)
     outside = finite_rows != np.count_nonzero(np.isfinite(win), axis=-1)
     return win, outside
 
 
-def _stray_rows(short: Sequence[np.ndarray], outside: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(indices, full short rows (k, 12, 5000) float32) of the ECGs with samples outside a
-    window."""
+def _window_modes(
+    short: Sequence[np.ndarray], resolution: float | None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(windows (N, 12, 1250), modes (N, 12), indices of the ECGs with samples outside a
+    window, their full short rows (k, 12, 5000) float32).
+
+    Modes are counted over each printed window; a lead with finite samples outside its window
+    is recounted over its full row (only those leads).
+    """
+    win, outside = _windows(short)
+    modes = lead_modes(win, resolution)
     idx = np.flatnonzero(outside.any(axis=1))
-    rows = np.stack([np.asarray(short[i][:12], dtype=np.float32) for i in idx]) if idx.size \
-        else np.empty((0, 12, N_SAMPLES), dtype=np.float32)
-    return idx, rows
-
-
-def _fix_stray_modes(modes: np.ndarray, idx: np.ndarray, rows: np.ndarray, outside: np.ndarray,
-                     resolution: float | None) -> None:
-    """Replace, in place, the window modes of leads with samples outside their window by the
-    modes of their full rows (only those leads are recounted)."""
+    rows = np.empty((0, 12, N_SAMPLES), dtype=np.float32)
     if idx.size:
+        rows = np.stack([np.asarray(short[i][:12], dtype=np.float32) for i in idx])
         sel = outside[idx]
         fixed = modes[idx]
         fixed[sel] = lead_modes(rows[sel], resolution)
         modes[idx] = fixed
+    return win, modes, idx, rows
 
 
 def short_lead_modes(
@@ -332,11 +335,7 @@ def short_lead_modes(
     (a quarter of the samples); leads with finite samples outside it fall back to the full row.
     Equal to ``lead_modes(short)`` in every case.
     """
-    win, outside = _windows(short)
-    modes = lead_modes(win, resolution)
-    idx, rows = _stray_rows(short, outside)
-    _fix_stray_modes(modes, idx, rows, outside, resolution)
-    return modes
+    return _window_modes(short, resolution)[1]
 
 
 def to_3by4(
@@ -352,7 +351,7 @@ def to_3by4(
     band-pass (`bandpass`) unless ``apply_filter`` is False.
     """
     if isinstance(raw, list | tuple):
-        bad = [np.shape(r) for r in raw if np.ndim(r) != 2 or np.shape(r) != SHAPE]
+        bad = [np.shape(r) for r in raw if np.shape(r) != SHAPE]
         if bad:
             raise WaveformError(
                 "wrong_shape", f"to_3by4: got arrays of shape {bad[0]}; expected {SHAPE}"
@@ -367,10 +366,7 @@ def to_3by4(
                 "wrong_shape", f"to_3by4: got shape {np.shape(raw)}; expected (N, 15, 5000)"
             )
     n = len(batch)
-    win, outside = _windows(batch)
-    modes = lead_modes(win, mode_resolution)
-    idx, rows = _stray_rows(batch, outside)
-    _fix_stray_modes(modes, idx, rows, outside, mode_resolution)
+    win, modes, idx, rows = _window_modes(batch, mode_resolution)
     # Lead j = 3q + i lies only in window q of row i: row i is its four windows end to end.
     win -= modes[..., None]
     np.nan_to_num(win, copy=False, nan=0.0)
