@@ -30,7 +30,7 @@ import pyarrow.parquet as pq
 
 from acs_pipeline import tensors
 from acs_pipeline.leads import N_SAMPLES, WaveformError, decode_npz, to_3by4
-from acs_pipeline.rawsource import RawObject, RawSource
+from acs_pipeline.rawsource import RawSource
 from acs_pipeline.reconstruct import reconstruct_12lead
 from acs_pipeline.storage import Storage
 
@@ -70,37 +70,44 @@ def build_manifest(
     objects = source.list(NPZ_DIR + "/", suffix=".npz")
     if not objects:
         raise IngestError(f"no '{NPZ_DIR}/**.npz' files under the raw root {source.root!r}")
-    known: dict[tuple[str, str], str] = {}
-    if previous is not None and len(previous):
-        for k, e, h in previous.select("key", "etag", "sha256").iter_rows():
-            if h:
-                known[(k, e)] = h
-    rows: list[dict] = []
-    to_hash: list[RawObject] = []
-    for obj in objects:
-        ecg_id = ecg_id_for_key(obj.key)
-        row = {"key": obj.key, "ecg_id": ecg_id, "shard": ecg_id[3:5] if ecg_id else None,
-               "size": obj.size, "etag": obj.etag, "sha256": known.get((obj.key, obj.etag)),
-               "status": "ok", "detail": None}
-        if ecg_id is None:
-            row.update(status="unexpected_file_name",
-                       detail="expected ecg-waveforms-npz/<hex2>/<10 hex>.npz")
-        elif row["sha256"] is None:
-            to_hash.append(obj)
-        rows.append(row)
-    by_key = {r["key"]: r for r in rows}
-    for key, data in source.read_many([o.key for o in to_hash]):
-        row = by_key[key]
-        if isinstance(data, Exception):
-            row.update(status="unreadable", detail=str(data))
-        else:
-            row["sha256"] = hashlib.sha256(data).hexdigest()
-    manifest = pl.DataFrame(rows, schema=MANIFEST_SCHEMA).sort("key")
+    listed = pl.DataFrame({"key": [o.key for o in objects], "size": [o.size for o in objects],
+                           "etag": [o.etag for o in objects]},
+                          schema={k: MANIFEST_SCHEMA[k] for k in ("key", "size", "etag")})
+    folder = pl.col("key").str.extract(_KEY.pattern, 1)
+    hex_id = pl.col("key").str.extract(_KEY.pattern, 2)
+    ecg_id = pl.when(hex_id.str.starts_with(folder)).then(pl.lit("ecg") + hex_id)
+    manifest = listed.with_columns(ecg_id=ecg_id).with_columns(
+        shard=pl.col("ecg_id").str.slice(3, 2))
+    known = (previous.select("key", "etag", "sha256").filter(pl.col("sha256").is_not_null())
+             if previous is not None and len(previous)
+             else pl.DataFrame(schema={k: MANIFEST_SCHEMA[k] for k in ("key", "etag", "sha256")}))
+    manifest = manifest.join(known, on=["key", "etag"], how="left").with_columns(
+        status=pl.when(pl.col("ecg_id").is_null()).then(pl.lit("unexpected_file_name"))
+        .otherwise(pl.lit("ok")),
+        detail=pl.when(pl.col("ecg_id").is_null())
+        .then(pl.lit("expected ecg-waveforms-npz/<hex2>/<10 hex>.npz")),
+    )
+    to_hash = manifest.filter(pl.col("ecg_id").is_not_null() & pl.col("sha256").is_null())["key"]
+    hashed: dict[str, tuple[str | None, str, str | None]] = {}
+    for key, data in source.read_many(to_hash.to_list()):
+        hashed[key] = ((None, "unreadable", str(data)) if isinstance(data, Exception)
+                       else (hashlib.sha256(data).hexdigest(), "ok", None))
+    if hashed:
+        new = pl.DataFrame([(k, *v) for k, v in hashed.items()], orient="row",
+                           schema={"key": pl.String, "new_sha256": pl.String,
+                                   "new_status": pl.String, "new_detail": pl.String})
+        manifest = manifest.join(new, on="key", how="left").with_columns(
+            sha256=pl.coalesce("new_sha256", "sha256"),
+            status=pl.coalesce("new_status", "status"),
+            detail=pl.when(pl.col("new_status").is_not_null()).then("new_detail")
+            .otherwise("detail"),
+        )
+    manifest = manifest.select(list(MANIFEST_SCHEMA)).cast(MANIFEST_SCHEMA).sort("key")
+    unexpected = manifest.filter(pl.col("status") == "unexpected_file_name").height
     counts = {
-        "listed": len(rows),
+        "listed": manifest.height,
         "hashed": len(to_hash),
-        "reused": len(rows) - len(to_hash) - manifest.filter(pl.col("status") ==
-                                                             "unexpected_file_name").height,
+        "reused": manifest.height - len(to_hash) - unexpected,
         "rejected": manifest.filter(pl.col("status") != "ok").height,
     }
     return manifest, counts
@@ -215,55 +222,76 @@ def _shard_file(base: str, shard: str) -> str:
     return f"{_shard_dir(base, shard)}/_shard.json"
 
 
-def _compute(task: ShardTask, keys: list[str], reads: Iterator[tuple[str, bytes | Exception]]
-             ) -> tuple[list[str], np.ndarray, list[dict]]:
-    """Decode and transform ``keys`` (their bytes come from ``reads``, in order) in batches
-    -> (ecg ids, float16 tensors, rejections)."""
-    rejects: list[dict] = []
-    ids: list[str] = []
-    chunks: list[np.ndarray] = []
-    pending_ids: list[str] = []
-    pending_keys: list[str] = []
-    pending: list[np.ndarray] = []
+Row = tuple[str, np.ndarray | None, dict | None]  # (ecg_id, float16 tensor, rejection)
+
+
+def _transformed(view: str, keys: Sequence[tuple[str, str]],
+                 reads: Iterator[tuple[str, bytes | Exception]], batch: int) -> Iterator[Row]:
+    """Decode and transform ``keys`` ((raw key, ecg_id) pairs; their bytes come from
+    ``reads``, in order) in batches of ``batch``, yielding one row per key, in order: its
+    float16 tensor or its rejection.
+
+    Batches run across shard boundaries, so a run that adds a few files to many shards
+    transforms them as efficiently as a full run.
+    """
+
+    def reject(ecg_id: str, key: str, reason: str, detail: str) -> Row:
+        return ecg_id, None, {"ecg_id": ecg_id, "key": key, "stage": view, "reason": reason,
+                              "detail": detail}
+
+    done: list[Row | None] = []  # in key order; None = waiting for its batch
+    pending: list[tuple[int, np.ndarray]] = []  # (index into done, decoded raw)
+    meta: list[tuple[str, str]] = []
 
     def flush() -> None:
         if not pending:
             return
-        out, errors = transform_batch(task.view, list(pending))  # no stacked copy
-        keep = np.array([e is None for e in errors])
-        for ecg_id, key, err in zip(pending_ids, pending_keys, errors, strict=True):
+        out, errors = transform_batch(view, [raw for _, raw in pending])  # no stacked copy
+        out = out.astype(tensors.STORAGE_DTYPE)
+        for j, ((i, _), (key, ecg_id), err) in enumerate(zip(pending, meta, errors,
+                                                             strict=True)):
             if err is None:
-                ids.append(ecg_id)
+                done[i] = (ecg_id, out[j], None)
             else:
                 reason, _, detail = err.partition(": ")
-                rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
-                                "reason": reason, "detail": detail})
-        chunks.append(out[keep].astype(tensors.STORAGE_DTYPE))
+                done[i] = reject(ecg_id, key, reason, detail)
         pending.clear()
-        pending_ids.clear()
-        pending_keys.clear()
+        meta.clear()
 
-    for expected, (key, data) in zip(keys, reads, strict=True):
-        if key != expected:
-            raise RuntimeError(f"read {key!r} where {expected!r} was expected")
-        ecg_id = task.ids[key]
+    for (key, ecg_id), (got, data) in zip(keys, reads, strict=True):
+        if got != key:
+            raise RuntimeError(f"read {got!r} where {key!r} was expected")
         if isinstance(data, Exception):
-            rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
-                            "reason": "unreadable", "detail": str(data)})
-            continue
-        try:
-            pending.append(decode_npz(data, source=key))
-        except WaveformError as exc:
-            rejects.append({"ecg_id": ecg_id, "key": key, "stage": task.view,
-                            "reason": exc.reason, "detail": str(exc)})
-            continue
-        pending_ids.append(ecg_id)
-        pending_keys.append(key)
-        if len(pending) >= task.batch:
+            done.append(reject(ecg_id, key, "unreadable", str(data)))
+        else:
+            try:
+                pending.append((len(done), decode_npz(data, source=key)))
+                meta.append((key, ecg_id))
+                done.append(None)
+            except WaveformError as exc:
+                done.append(reject(ecg_id, key, exc.reason, str(exc)))
+        if len(pending) >= batch:
             flush()
+        if not pending:  # everything so far is final
+            yield from done  # type: ignore[misc]
+            done.clear()
     flush()
-    x = (np.concatenate(chunks) if chunks
-         else np.zeros((0, VIEWS[task.view], 5000), dtype=tensors.STORAGE_DTYPE))
+    yield from done  # type: ignore[misc]
+
+
+def _collect(view: str, rows: Iterable[Row]) -> tuple[list[str], np.ndarray, list[dict]]:
+    """A shard's rows -> (ecg ids, (N, C, 5000) float16 tensors, rejections)."""
+    ids: list[str] = []
+    xs: list[np.ndarray] = []
+    rejects: list[dict] = []
+    for ecg_id, x, rejection in rows:
+        if rejection is None:
+            ids.append(ecg_id)
+            xs.append(x)
+        else:
+            rejects.append(rejection)
+    x = (np.stack(xs) if xs
+         else np.zeros((0, VIEWS[view], N_SAMPLES), dtype=tensors.STORAGE_DTYPE))
     return ids, x, rejects
 
 
@@ -288,26 +316,25 @@ def _plan(task: ShardTask) -> tuple[list[Part], list[Part], list[str]]:
     return keep, rewrite, todo
 
 
-def _process_shard(task: ShardTask,
-                   reads: Iterator[tuple[str, bytes | Exception]] | None = None
-                   ) -> ShardOutcome:
+def _process_shard(task: ShardTask) -> ShardOutcome:
     """Bring one shard up to date (`_build_shard`, then its writes)."""
-    outcome, commit = _build_shard(task, reads)
+    outcome, commit = _build_shard(task)
     commit()
     return outcome
 
 
-def _build_shard(task: ShardTask,
-                 reads: Iterator[tuple[str, bytes | Exception]] | None = None
+def _build_shard(task: ShardTask, rows: Iterator[Row] | None = None
                  ) -> tuple[ShardOutcome, Callable[[], None]]:
     """Bring one shard up to date: keep valid parts, add one part for what they do not cover.
 
     Parts whose members all still match the manifest are kept as they are. Rows of a part that
     lost a member (file changed or removed) are carried into the new part without recomputing;
-    only files no part covers are decoded and transformed. With more than ``max_parts`` parts
+    only files no part covers are decoded and transformed (their ``rows``, from
+    `_transformed`, when the caller streams them across shards). With more than ``max_parts`` parts
     the shard is compacted into one. Returns the outcome and the shard's writes, to run in
     order: the new part, then ``_shard.json``, then deleting replaced parts, so a crash
-    leaves the previous state readable.
+    leaves the previous state readable. The new part's size and hash are known once the
+    writes ran.
     """
     t0 = time.perf_counter()
     st = task.storage
@@ -330,35 +357,40 @@ def _build_shard(task: ShardTask,
             sel = np.array([e in wanted_ids for e in tset.ecg_ids.tolist()], dtype=bool)
             carried_ids += tset.ecg_ids[sel].tolist()
             carried_x.append(tset.x[sel])
-    if reads is None:
-        reads = task.source.read_many(todo)
-    ids, x, rejects = _compute(task, todo, reads) if todo else ([], None, [])
+    if rows is None:
+        rows = _transformed(task.view, [(k, task.ids[k]) for k in todo],
+                            task.source.read_many(todo), task.batch)
+    ids, x, rejects = _collect(task.view, itertools.islice(rows, len(todo)))
     members.update({k: task.wanted[k] for k in todo})
     new_parts = list(keep)
-    writes: list[tuple[str, bytes]] = []
+    table: tuple[Part, list[str], np.ndarray] | None = None
     if members:
         all_ids = carried_ids + ids
-        stack = [a for a in [*carried_x, x] if a is not None and len(a)]
+        stack = [a for a in [*carried_x, x] if len(a)]
         xs = (np.concatenate(stack) if stack
               else np.zeros((0, VIEWS[task.view], 5000), dtype=tensors.STORAGE_DTYPE))
-        order = np.argsort(np.asarray(all_ids, dtype=object), kind="stable")
         fp = shard_fingerprint(task.view, task.code_version, members.items())
         path = f"{_shard_dir(task.base, task.shard)}/part-{fp[:16]}.parquet"
-        buf = io.BytesIO()
-        tensors.write(buf, [all_ids[i] for i in order], xs[order])
-        data = buf.getvalue()  # hashed from memory, no read-back
-        new_parts.append(Part(path, fp, len(all_ids), len(data),
-                              hashlib.sha256(data).hexdigest(), members,
-                              sorted(carried_rejects + rejects, key=lambda r: r["key"])))
-        writes.append((path, data))
-    writes.append((_shard_file(task.base, task.shard), json.dumps({
-        "view": task.view, "code_version": task.code_version, "shard": task.shard,
-        "parts": [p.as_json() for p in new_parts]}).encode()))
+        part = Part(path, fp, len(all_ids), 0, "", members,  # size and hash set by commit
+                    sorted(carried_rejects + rejects, key=lambda r: r["key"]))
+        new_parts.append(part)
+        table = part, all_ids, xs
     live = {p.path for p in new_parts}
 
     def commit() -> None:
-        for rel, blob in writes:
-            st.write_bytes(rel, blob)  # atomic
+        """Encode the new part (pyarrow releases the GIL: this overlaps the next shard's
+        compute), then write it, then ``_shard.json``, then delete what it replaced."""
+        if table is not None:
+            part, all_ids, xs = table
+            order = np.argsort(np.asarray(all_ids, dtype=object), kind="stable")
+            buf = io.BytesIO()
+            tensors.write(buf, [all_ids[i] for i in order], xs[order])
+            data = buf.getvalue()  # hashed from memory, no read-back
+            part.bytes, part.sha256 = len(data), hashlib.sha256(data).hexdigest()
+            st.write_bytes(part.path, data)  # atomic
+        st.write_bytes(_shard_file(task.base, task.shard), json.dumps({
+            "view": task.view, "code_version": task.code_version, "shard": task.shard,
+            "parts": [p.as_json() for p in new_parts]}).encode())
         for rel in task.files:
             if rel.endswith(".parquet") and rel not in live:
                 st.delete(rel)  # replaced, stale (older code version) or left by a crash
@@ -395,14 +427,18 @@ def _run_tasks(tasks: list[ShardTask], workers: int,
                min_parallel: int) -> Iterator[ShardOutcome]:
     todo = [_plan(t)[2] for t in tasks]
     if workers <= 1 or len(tasks) <= 1 or sum(map(len, todo)) < min_parallel:
-        # One read stream over every shard: reads run ahead across shard boundaries; each
-        # shard's writes (fsync-bound) run in a writer thread while the next shard computes.
-        stream = tasks[0].source.read_many([k for keys in todo for k in keys]) if tasks else None
+        # One read and transform stream over every shard: reads run ahead and batches span
+        # shard boundaries; each shard's writes (fsync-bound) run in a writer thread while
+        # the next shard computes.
+        keys = [(k, t.ids[k]) for t, ks in zip(tasks, todo, strict=True) for k in ks]
+        stream = (_transformed(tasks[0].view, keys,
+                               tasks[0].source.read_many([k for k, _ in keys]), tasks[0].batch)
+                  if tasks else iter(()))
         pending: deque[tuple[ShardOutcome, Future[None]]] = deque()
         with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ingest-write") as pool:
             try:
-                for task, keys in zip(tasks, todo, strict=True):
-                    outcome, commit = _build_shard(task, itertools.islice(stream, len(keys)))
+                for task in tasks:
+                    outcome, commit = _build_shard(task, stream)
                     pending.append((outcome, pool.submit(commit)))
                     # yield shards whose writes are done, in order; at most _WRITERS in flight
                     while pending and (pending[0][1].done() or len(pending) > _WRITERS):
