@@ -19,9 +19,9 @@ import multiprocessing
 import re
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, astuple, dataclass, field, fields
 
 import numpy as np
 import polars as pl
@@ -460,6 +460,195 @@ def _run_tasks(tasks: list[ShardTask], workers: int,
             raise
 
 
+@dataclass
+class ViewState:
+    """A view's recorded shards measured against the manifest (see `survey_view`)."""
+
+    view: str
+    code_version: str
+    base: str
+    wanted: dict[str, tuple[dict[str, str], dict[str, str]]]  # shard -> (key->sha, key->id)
+    parts: dict[str, list[Part]]  # each wanted shard's recorded, present parts
+    files: dict[str, list[str]]  # every file under each shard folder, wanted or not
+    old_index: dict
+    manifest_rejects: list[dict]
+    complete: bool = True  # False: limited to some shards (cannot finish the view)
+
+    @property
+    def shards(self) -> list[str]:
+        return sorted(self.wanted)
+
+    def is_current(self, shard: str) -> bool:
+        """Whether the shard's parts cover exactly the manifest's files (and nothing else)."""
+        return {k: s for p in self.parts[shard] for k, s in p.members.items()} \
+            == self.wanted[shard][0]
+
+    def stale(self) -> list[str]:
+        """The shards an update has to touch, in order."""
+        return [s for s in self.shards if not self.is_current(s)]
+
+    def task(self, source: RawSource, storage: Storage, shard: str,
+             max_parts: int = 8) -> ShardTask:
+        hashes, ids = self.wanted[shard]
+        return ShardTask(source, storage, self.view, self.code_version, shard, self.base,
+                         hashes, ids, self.parts[shard], self.files.get(shard, []),
+                         max_parts=max_parts)
+
+    def todo(self, shard: str) -> int:
+        """How many files of a shard no valid part covers (what an update decodes)."""
+        hashes = self.wanted[shard][0]
+        covered = {k for p in self.parts[shard] if _valid(p, hashes) for k in p.members}
+        return sum(k not in covered for k in hashes)
+
+    def chunks(self, n: int, min_files: int = 512) -> list[list[str]]:
+        """The stale shards in at most ``n`` contiguous groups of similar work, each with at
+        least ``min_files`` files to decode where possible (a step costs seconds to start)."""
+        stale = self.stale()
+        work = [max(self.todo(s), 1) for s in stale]
+        n = max(1, min(n, len(stale), sum(work) // max(min_files, 1)))
+        groups: list[list[str]] = []
+        total, done = sum(work), 0
+        for shard, w in zip(stale, work, strict=True):
+            # a new group where this shard's midpoint passes the next boundary
+            if not groups or (done + w / 2 > total * len(groups) / n and len(groups) < n):
+                groups.append([])
+            groups[-1].append(shard)
+            done += w
+        return groups
+
+
+@dataclass
+class UpdateCounts:
+    """What an update of some shards did (summed over steps by `finish_view`)."""
+
+    shards_computed: int = 0
+    ecgs_computed: int = 0
+    rows_carried: int = 0
+
+    def add(self, other: UpdateCounts) -> UpdateCounts:
+        return UpdateCounts(*(a + b for a, b in zip(astuple(self), astuple(other),
+                                                     strict=True)))
+
+
+def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_version: str,
+                prefix: str = "tensors", shard_digits: int = 2,
+                shards: Collection[str] | None = None) -> ViewState:
+    """Read a view's index and shard states and group the manifest's ``ok`` files by shard.
+
+    One listing of the view (not a HEAD per part) and one small read per shard; writes
+    nothing. ``shard_digits`` (1 or 2) is how many hex digits of the id name a shard.
+    ``shards`` limits the state to those shards (for a step that updates only them; such a
+    state cannot finish the view).
+    """
+    if view not in VIEWS:
+        raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEWS)}")
+    if shard_digits not in (1, 2):
+        raise ValueError(f"shard_digits must be 1 or 2, got {shard_digits!r}")
+    base = f"{prefix}/{view}"
+    index_path = f"{base}/_index.json"
+    old: dict = {}
+    if storage.exists(index_path):
+        old = json.loads(storage.read_bytes(index_path))
+    rejects = [{"ecg_id": r["ecg_id"], "key": r["key"], "stage": "manifest",
+                "reason": r["status"], "detail": r["detail"]}
+               for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True)]
+    ok = manifest.filter(pl.col("status") == "ok")
+    wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
+    for shard, key, ecg_id, sha in ok.select("shard", "key", "ecg_id", "sha256").iter_rows():
+        hashes, ids = wanted.setdefault(shard[:shard_digits], ({}, {}))
+        hashes[key] = sha
+        ids[key] = ecg_id
+    if shards is not None:
+        wanted = {s: wanted[s] for s in shards if s in wanted}
+    listing = storage.list(base + "/")
+    present = set(listing)
+    by_shard: dict[str, list[str]] = {}
+    for rel in listing:
+        folder = rel[len(base) + 1:].partition("/")[0]
+        if folder.startswith("shard="):
+            by_shard.setdefault(folder.removeprefix("shard="), []).append(rel)
+    names = sorted(wanted)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        parts = dict(zip(names, pool.map(
+            lambda s: _read_shard_state(storage, base, s, view, code_version, present), names),
+            strict=True))
+    return ViewState(view, code_version, base, wanted, parts, by_shard, old, rejects,
+                     complete=shards is None)
+
+
+def update_shards(state: ViewState, source: RawSource, storage: Storage,
+                  shards: Sequence[str], *, workers: int = 1, min_parallel: int = 512,
+                  max_parts: int = 8,
+                  on_shard: Callable[[str, bool], None] | None = None) -> UpdateCounts:
+    """Bring ``shards`` up to date (current ones are left alone); ``state`` learns their new
+    parts. Each shard records its state in ``shard=XX/_shard.json`` as soon as it is done, so
+    an interrupted update keeps its progress.
+
+    With ``workers`` > 1 the shards run in that many separate processes (when they hold at
+    least ``min_parallel`` files to decode: starting a process costs about a second).
+    """
+    counts = UpdateCounts()
+    tasks = []
+    for shard in shards:
+        if state.is_current(shard):
+            if on_shard:
+                on_shard(shard, True)
+        else:
+            tasks.append(state.task(source, storage, shard, max_parts))
+    for out in _run_tasks(tasks, workers, min_parallel):
+        state.parts[out.shard] = out.parts
+        counts = counts.add(UpdateCounts(1, out.computed, out.carried))
+        if on_shard:
+            on_shard(out.shard, False)
+    return counts
+
+
+def finish_view(state: ViewState, storage: Storage, counts: UpdateCounts | None = None, *,
+                workers: int = 1, started: float | None = None) -> IngestReport:
+    """Write the view's ``_index.json`` (last, and only when it changed), remove shards the
+    manifest no longer has, and report. Every shard must be current."""
+    if not state.complete:
+        raise ValueError("finish_view needs a survey of every shard (shards=None)")
+    stale = state.stale()
+    if stale:
+        raise IngestError(f"{state.view}: shards {', '.join(stale[:8])} are not up to date "
+                          f"({len(stale)} in all); update them before writing the index")
+    counts = counts or UpdateCounts()
+    index_path = f"{state.base}/_index.json"
+    old = state.old_index
+    report = IngestReport(view=state.view, index_path=storage.uri(index_path), workers=workers,
+                          shards_computed=counts.shards_computed,
+                          ecgs_computed=counts.ecgs_computed, rows_carried=counts.rows_carried,
+                          rejects=list(state.manifest_rejects))
+    if old and old.get("format") != INDEX_FORMAT:  # the one-file-per-shard layout of format 1
+        for entry in old.get("shards", {}).values():
+            storage.delete(entry["path"])
+    old_shards = set(old.get("shards", {})) if old.get("format") == INDEX_FORMAT else set()
+    for shard in sorted(old_shards - set(state.wanted)):
+        for rel in state.files.get(shard, []):
+            storage.delete(rel)
+        report.shards_removed += 1
+    shards = state.shards
+    index = {"format": INDEX_FORMAT, "view": state.view, "code_version": state.code_version,
+             "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
+                             "sha256": p.sha256} for p in state.parts[s]] for s in shards}}
+    if index != old:  # a no-change run leaves the index (and its timestamp) alone
+        storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
+    for s in shards:
+        for p in state.parts[s]:
+            report.parts += 1
+            report.rows += p.rows
+            report.bytes += p.bytes
+            report.rejects.extend(p.rejects)
+    report.shards_total = len(shards)
+    report.shards_reused = len(shards) - counts.shards_computed
+    report.rejected = len(report.rejects)
+    report.data_version = index_version(index)
+    if started is not None:
+        report.seconds = time.perf_counter() - started
+    return report
+
+
 def ingest_view(
     source: RawSource,
     storage: Storage,
@@ -474,100 +663,25 @@ def ingest_view(
     shard_digits: int = 2,
     on_shard: Callable[[str, bool], None] | None = None,
 ) -> IngestReport:
-    """Bring ``{prefix}/{view}/`` up to date with the manifest's ``ok`` files.
+    """Bring ``{prefix}/{view}/`` up to date with the manifest's ``ok`` files, in one call:
+    `survey_view`, `update_shards` of the stale shards, `finish_view`.
 
-    Shards are independent units of work: with ``workers`` > 1 they run in that many separate
-    processes (when the shards to update hold at least ``min_parallel`` files: starting a
-    process costs about a second). Within a shard only files that no valid part covers are
-    decoded (see `_process_shard`), so adding 1 % new files costs about 1 % of a full ingest
-    plus one small write per touched shard. Each shard records its state in
-    ``shard=XX/_shard.json`` as soon as it is done, so an interrupted run keeps its progress;
-    ``_index.json`` lists the parts of every shard and is written last. Files not ``ok`` in the
-    manifest are reported as rejections of stage ``manifest``.
+    Shards are independent units of work (the Dagster asset runs groups of them as separate
+    steps). Within a shard only files that no valid part covers are decoded (see
+    `_build_shard`), so new files cost in proportion to their number plus one small write
+    per touched shard. ``_index.json`` lists the parts of every shard and is written last.
+    Files not ``ok`` in the manifest are reported as rejections of stage ``manifest``.
 
-    ``shard_digits`` (1 or 2) is how many hex digits of the id name a shard: 2 gives
-    Nightingale's 256 folders (about 440 ECGs each in the full dataset), 1 groups them into 16
-    (for a small cohort, where 256 shards would hold a handful of ECGs each). Changing it
-    rebuilds the view.
+    ``shard_digits``: 2 gives Nightingale's 256 folders (about 440 ECGs each in the full
+    dataset), 1 groups them into 16 (for a small cohort, where 256 shards would hold a
+    handful of ECGs each). Changing it rebuilds the view.
     """
-    if view not in VIEWS:
-        raise ValueError(f"unknown view {view!r}; expected one of {sorted(VIEWS)}")
-    if shard_digits not in (1, 2):
-        raise ValueError(f"shard_digits must be 1 or 2, got {shard_digits!r}")
     t0 = time.perf_counter()
-    base = f"{prefix}/{view}"
-    index_path = f"{base}/_index.json"
-    old_shards: set[str] = set()
-    old: dict = {}
-    if storage.exists(index_path):
-        old = json.loads(storage.read_bytes(index_path))
-        if old.get("format") == INDEX_FORMAT:
-            old_shards = set(old.get("shards", {}))
-        else:  # the one-file-per-shard layout of format 1
-            for entry in old.get("shards", {}).values():
-                storage.delete(entry["path"])
-    report = IngestReport(view=view, index_path=storage.uri(index_path), workers=workers)
-    for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True):
-        report.rejects.append({"ecg_id": r["ecg_id"], "key": r["key"], "stage": "manifest",
-                               "reason": r["status"], "detail": r["detail"]})
-    ok = manifest.filter(pl.col("status") == "ok")
-    wanted: dict[str, tuple[dict[str, str], dict[str, str]]] = {}
-    for shard, key, ecg_id, sha in ok.select("shard", "key", "ecg_id", "sha256").iter_rows():
-        hashes, ids = wanted.setdefault(shard[:shard_digits], ({}, {}))
-        hashes[key] = sha
-        ids[key] = ecg_id
-    shards = sorted(wanted)
-    listing = storage.list(base + "/")  # one listing of the view, not a HEAD per part
-    present = set(listing)
-    by_shard: dict[str, list[str]] = {}
-    for rel in listing:
-        folder = rel[len(base) + 1:].partition("/")[0]
-        if folder.startswith("shard="):
-            by_shard.setdefault(folder.removeprefix("shard="), []).append(rel)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        states = dict(zip(shards, pool.map(
-            lambda s: _read_shard_state(storage, base, s, view, code_version, present), shards),
-            strict=True))
-    final: dict[str, list[Part]] = {}
-    tasks: list[ShardTask] = []
-    for shard in shards:
-        hashes, ids = wanted[shard]
-        parts = states[shard]
-        if {k: s for p in parts for k, s in p.members.items()} == hashes:
-            final[shard] = parts
-            report.shards_reused += 1
-            if on_shard:
-                on_shard(shard, True)
-        else:
-            tasks.append(ShardTask(source, storage, view, code_version, shard, base, hashes,
-                                   ids, parts, by_shard.get(shard, []), max_parts=max_parts))
-    for out in _run_tasks(tasks, workers, min_parallel):
-        final[out.shard] = out.parts
-        report.shards_computed += 1
-        report.ecgs_computed += out.computed
-        report.rows_carried += out.carried
-        if on_shard:
-            on_shard(out.shard, False)
-    for shard in sorted(old_shards - set(wanted)):
-        for rel in by_shard.get(shard, []):
-            storage.delete(rel)
-        report.shards_removed += 1
-    index = {"format": INDEX_FORMAT, "view": view, "code_version": code_version,
-             "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
-                             "sha256": p.sha256} for p in final[s]] for s in shards}}
-    if index != old:  # a no-change run leaves the index (and its timestamp) alone
-        storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
-    for s in shards:
-        for p in final[s]:
-            report.parts += 1
-            report.rows += p.rows
-            report.bytes += p.bytes
-            report.rejects.extend(p.rejects)
-    report.shards_total = len(shards)
-    report.rejected = len(report.rejects)
-    report.data_version = index_version(index)
-    report.seconds = time.perf_counter() - t0
-    return report
+    state = survey_view(storage, manifest, view, code_version=code_version, prefix=prefix,
+                        shard_digits=shard_digits)
+    counts = update_shards(state, source, storage, state.shards, workers=workers,
+                           min_parallel=min_parallel, max_parts=max_parts, on_shard=on_shard)
+    return finish_view(state, storage, counts, workers=workers, started=t0)
 
 
 def index_version(index: dict) -> str:

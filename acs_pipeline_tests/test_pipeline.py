@@ -65,13 +65,18 @@ def test_cli_materializes_the_graph(tiny_cohort, tmp_path):
     storage = tmp_path / "storage"
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, **env_for(tiny_cohort, storage), "DAGSTER_HOME": str(home)}
+    # The default (multiprocess) executor; tensor shards updated in two parallel steps.
+    env = {**os.environ, **env_for(tiny_cohort, storage, ACS_INGEST_WORKERS="2",
+                                   ACS_INGEST_STEP_FILES="1"), "DAGSTER_HOME": str(home)}
     dagster = Path(sys.executable).parent / "dagster"
     proc = subprocess.run(
         [str(dagster), "asset", "materialize", "-m", "acs_pipeline.definitions",
          "--select", "*"], env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stderr[-4000:]
     assert (storage / "reports/evaluation_report.html").stat().st_size > 10_000
+    updates = [p.name for p in (storage / "dagster/step-values").glob("*/*")
+               if p.name.startswith("ecg_3by4.ecg_3by4_update[")]
+    assert len(updates) == 2, updates
     for m in MODELS:
         assert (storage / f"predictions/{m}/holdout.csv").exists()
     out = subprocess.run([sys.executable, "-m", "acs_pipeline", "report-path", "--storage",

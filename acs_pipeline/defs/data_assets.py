@@ -1,6 +1,9 @@
 """Raw data -> manifest, clinical tables, cohort, tensors and quarantine (thin Dagster wiring)."""
 
 import hashlib
+import time
+import warnings
+from dataclasses import asdict
 
 import dagster as dg
 import polars as pl
@@ -165,33 +168,90 @@ def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not any(leaks.values()), metadata=leaks)
 
 
-def _tensor_asset(context, source: RawSource, storage: Storage, manifest_rel: str, view: str,
-                  prefix: str, workers: int, shard_digits: int) -> dg.MaterializeResult:
-    manifest = frames.read_parquet(storage, manifest_rel)
-    report = ingest.ingest_view(source, storage, manifest, view,
-                                code_version=INGEST_CODE_VERSION, prefix=prefix, workers=workers,
-                                shard_digits=shard_digits)
-    rej = frames.write_parquet(storage, f"{prefix}/{view}/_rejects.parquet",
-                               ingest.rejects_frame(report.rejects))
-    context.log.info(f"{view}: {report.shards_computed} shards updated "
-                     f"({report.ecgs_computed} ECGs computed, {report.rows_carried} carried), "
-                     f"{report.shards_reused} reused, {report.rows} ECGs, "
-                     f"{report.rejected} rejected in {report.seconds:.1f} s")
+def _tensor_metadata(storage: Storage, report: ingest.IngestReport, listed: int, view: str,
+                     prefix: str, rejects_uri: str, steps: list[dict]) -> dict:
+    busy = sum(step["seconds"] for step in steps)
     meta = report.metadata()
-    return dg.MaterializeResult(
-        metadata={
-            "uri": dg.MetadataValue.path(storage.uri(f"{prefix}/{view}")),
-            "index": dg.MetadataValue.path(report.index_path),
-            "rejects_uri": dg.MetadataValue.path(rej.uri),
-            "dagster/row_count": report.rows,
-            "listed": len(manifest),
-            "bytes_per_ecg": round(report.bytes / max(report.rows, 1)),
-            "ecgs_per_s": round(report.rows / max(report.seconds, 1e-9), 1),
-            "shape": f"(N, {ingest.VIEWS[view]}, 5000) float16",
-            **{k: v for k, v in meta.items() if k not in ("index_path", "view")},
-        },
-        data_version=dg.DataVersion(report.data_version),
-    )
+    return {
+        "uri": dg.MetadataValue.path(storage.uri(f"{prefix}/{view}")),
+        "index": dg.MetadataValue.path(report.index_path),
+        "rejects_uri": dg.MetadataValue.path(rejects_uri),
+        "dagster/row_count": report.rows,
+        "listed": listed,
+        "bytes_per_ecg": round(report.bytes / max(report.rows, 1)),
+        "update_steps": len(steps),
+        "update_step_seconds": round(busy, 2),
+        "ecgs_per_step_second": round(report.ecgs_computed / busy, 1) if busy else 0.0,
+        "shape": f"(N, {ingest.VIEWS[view]}, 5000) float16",
+        **{k: v for k, v in meta.items() if k not in ("index_path", "view", "seconds",
+                                                      "workers")},
+    }
+
+
+def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: bool):
+    """The ops of a tensor view: plan (which shards are stale, in groups) -> one update step
+    per group (separate processes under the multiprocess executor, separate containers under
+    a per-step executor such as ECS's) -> write the index and report."""
+
+    def inputs(raw: RawDataResource, storage: StorageResource):
+        source = raw.holdout() if holdout else raw.source()
+        if source is None:
+            raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
+        st = storage.get()
+        return source, st, frames.read_parquet(st, manifest_rel)
+
+    def survey(st: Storage, manifest: pl.DataFrame, raw: RawDataResource, **kwargs):
+        return ingest.survey_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
+                                  prefix=prefix, shard_digits=raw.shard_digits, **kwargs)
+
+    @dg.op(name=f"{name}_plan", ins={"manifest": dg.In(dg.Nothing)},
+           out=dg.DynamicOut(list, io_manager_key="step_values"), retry_policy=RETRY_IO)
+    def plan(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource):
+        _, st, manifest = inputs(raw, storage)
+        state = survey(st, manifest, raw)
+        groups = state.chunks(raw.workers(), raw.ingest_step_files)
+        context.log.info(f"{view}: {sum(map(len, groups))} of {len(state.shards)} shards to "
+                         f"update, in {len(groups)} step(s)")
+        for group in groups:
+            yield dg.DynamicOutput(group, mapping_key=f"shards_{group[0]}_{group[-1]}")
+
+    @dg.op(name=f"{name}_update", out=dg.Out(dict, io_manager_key="step_values"),
+           retry_policy=RETRY_IO)
+    def update(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
+               shards: list) -> dict:
+        t0 = time.perf_counter()
+        source, st, manifest = inputs(raw, storage)
+        state = survey(st, manifest, raw, shards=shards)
+        counts = ingest.update_shards(state, source, st, shards)
+        seconds = time.perf_counter() - t0
+        context.log.info(f"{view}: shards {shards[0]}..{shards[-1]}: {counts.shards_computed} "
+                         f"updated, {counts.ecgs_computed} ECGs computed in {seconds:.1f} s")
+        return {**asdict(counts), "seconds": seconds}
+
+    @dg.op(name=f"{name}_index", out=dg.Out(dg.Nothing), retry_policy=RETRY_IO)
+    def index(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
+              steps: list):
+        _, st, manifest = inputs(raw, storage)
+        counts = ingest.UpdateCounts()
+        for step in steps:
+            counts = counts.add(ingest.UpdateCounts(step["shards_computed"],
+                                                    step["ecgs_computed"],
+                                                    step["rows_carried"]))
+        report = ingest.finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
+        rej = frames.write_parquet(st, f"{prefix}/{view}/_rejects.parquet",
+                                   ingest.rejects_frame(report.rejects))
+        context.log.info(f"{view}: {report.shards_computed} shards updated "
+                         f"({report.ecgs_computed} ECGs computed, {report.rows_carried} "
+                         f"carried), {report.shards_reused} reused, {report.rows} ECGs, "
+                         f"{report.rejected} rejected")
+        with warnings.catch_warnings():  # Output(data_version=...) is marked beta
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            out = dg.Output(None, metadata=_tensor_metadata(st, report, len(manifest), view,
+                                                            prefix, rej.uri, steps),
+                            data_version=dg.DataVersion(report.data_version))
+        yield out
+
+    return plan, update, index
 
 
 def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResult:
@@ -226,17 +286,15 @@ def _view_assets(view: str, *, holdout: bool):
     shape = "3 rows (3by4 page, band-passed)" if view == "ecg_3by4" else \
         "12 leads reconstructed over 10 s"
 
-    @dg.asset(name=name, group_name="tensors", kinds={"numpy", "parquet"},
-              code_version=INGEST_CODE_VERSION, deps=[manifest_asset], retry_policy=RETRY_IO,
-              automation_condition=EAGER,
-              description=f"Parquet tensor shards of {what}: {shape}, float16.")
-    def _asset(context: dg.AssetExecutionContext, raw: RawDataResource,
-               storage: StorageResource) -> dg.MaterializeResult:
-        source = raw.holdout() if holdout else raw.source()
-        if source is None:
-            raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
-        return _tensor_asset(context, source, storage.get(), manifest_rel, view, prefix,
-                             raw.workers(), raw.shard_digits)
+    plan, update, index = _view_graph(name, view, manifest_rel, prefix, holdout)
+
+    @dg.graph_asset(name=name, group_name="tensors", kinds={"numpy", "parquet"},
+                    code_version=INGEST_CODE_VERSION, automation_condition=EAGER,
+                    ins={"manifest": dg.AssetIn(manifest_asset.key, dagster_type=dg.Nothing)},
+                    description=f"Parquet tensor shards of {what}: {shape}, float16. Stale "
+                    "shards are updated in parallel steps (ACS_INGEST_WORKERS groups).")
+    def _asset(manifest):
+        return index(plan(manifest).map(update).collect())
 
     @dg.asset_check(asset=name, name="tensor_values", blocking=True,
                     description="Shape, finite values, amplitude range, flat channels.")

@@ -4,6 +4,7 @@ This is the one place that reads the environment (``ACS_*``, ``AWS_ENDPOINT_URL`
 downstream receives plain values from these resources.
 """
 
+import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
@@ -27,6 +28,24 @@ class StorageResource(dg.ConfigurableResource):
         return Storage(self.root, endpoint_url=self.endpoint_url)
 
 
+class StepValuesIOManager(dg.ConfigurableIOManager):
+    """Small JSON values passed between the steps of one run (which shards a step updates,
+    what it did), stored under ``dagster/step-values/<run>/`` in the storage root, so steps in
+    separate processes or containers see them. Tensors never go through it."""
+
+    storage: StorageResource
+
+    def _rel(self, context: dg.OutputContext) -> str:
+        name = f"{context.name}.{context.mapping_key}" if context.mapping_key else context.name
+        return f"dagster/step-values/{context.run_id}/{context.step_key}/{name}.json"
+
+    def handle_output(self, context: dg.OutputContext, obj) -> None:
+        self.storage.get().write_bytes(self._rel(context), json.dumps(obj).encode())
+
+    def load_input(self, context: dg.InputContext):
+        return json.loads(self.storage.get().read_bytes(self._rel(context.upstream_output)))
+
+
 class RawDataResource(dg.ConfigurableResource):
     """The raw ``ed-bwh-ecg/v1`` dataset and the unlabelled holdout waveforms."""
 
@@ -37,8 +56,12 @@ class RawDataResource(dg.ConfigurableResource):
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (AWS_ENDPOINT_URL).")
     max_workers: int = Field(default=8, description="Concurrent reads.")
     ingest_workers: int = Field(
-        default=1, description="Processes that ingest shards in parallel (ACS_INGEST_WORKERS; "
-        "0: one per CPU core)."
+        default=1, description="Steps that update ingest shards in parallel under the "
+        "multiprocess or a per-container executor (ACS_INGEST_WORKERS; 0: one per CPU core)."
+    )
+    ingest_step_files: int = Field(
+        default=512, description="Fewest files to decode per parallel update step "
+        "(ACS_INGEST_STEP_FILES): a step costs seconds to start, so small updates use fewer."
     )
     shard_digits: int = Field(
         default=2, description="Hex digits of the ECG id that name an ingest shard "
@@ -101,10 +124,12 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
     """Build the resources from ``ACS_*`` variables, defaulting to the embedded demo cohort."""
     demo = Path(env.get("ACS_DEMO_DIR", str(DEFAULT_DEMO)))
     endpoint = env.get("AWS_ENDPOINT_URL") or None
+    storage = StorageResource(
+        root=env.get("ACS_STORAGE_URI", str(demo / "storage")), endpoint_url=endpoint
+    )
     return {
-        "storage": StorageResource(
-            root=env.get("ACS_STORAGE_URI", str(demo / "storage")), endpoint_url=endpoint
-        ),
+        "storage": storage,
+        "step_values": StepValuesIOManager(storage=storage),
         "raw": RawDataResource(
             root=env.get("ACS_RAW_URI", str(demo / "data" / "ed-bwh-ecg" / "v1")),
             holdout_root=env.get(
@@ -114,6 +139,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             endpoint_url=endpoint,
             max_workers=int(env.get("ACS_MAX_WORKERS", "8")),
             ingest_workers=int(env.get("ACS_INGEST_WORKERS", "0")),
+            ingest_step_files=int(env.get("ACS_INGEST_STEP_FILES", "512")),
             shard_digits=int(env.get("ACS_INGEST_SHARD_DIGITS", "2")),
         ),
         "settings": PipelineSettings(

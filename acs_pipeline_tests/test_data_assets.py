@@ -1,0 +1,78 @@
+"""The tensor assets' fan-out: plan -> parallel shard-update steps -> index."""
+
+import dagster as dg
+import pytest
+
+from acs_pipeline import frames, ingest
+from acs_pipeline.definitions import defs
+from acs_pipeline.defs.data_assets import INGEST_CODE_VERSION, MANIFEST
+from acs_pipeline.defs.resources import resources_from_env
+from acs_pipeline.rawsource import RawSource
+from acs_pipeline.storage import Storage
+from acs_pipeline_tests.conftest import env_for
+
+
+def _materialize(env: dict[str, str], instance: dg.DagsterInstance) -> dg.ExecuteInProcessResult:
+    d = defs()
+    return dg.materialize([*d.assets, *d.asset_checks],
+                          selection=dg.AssetSelection.assets("ecg_manifest", "ecg_3by4"),
+                          resources=resources_from_env(env), instance=instance)
+
+
+def _update_steps(result: dg.ExecuteInProcessResult) -> list[str]:
+    return sorted({e.step_key for e in result.all_events
+                   if e.is_step_success and "ecg_3by4_update" in (e.step_key or "")})
+
+
+def _data_version(instance: dg.DagsterInstance) -> str:
+    event = instance.get_latest_materialization_event(dg.AssetKey("ecg_3by4"))
+    return event.asset_materialization.tags["dagster/data_version"]
+
+
+@pytest.fixture(scope="module")
+def tiny_raw(tmp_path_factory):
+    from acs_pipeline_tests.test_ingest import write_tree
+
+    root = tmp_path_factory.mktemp("raw")
+    write_tree(root / "ed-bwh-ecg" / "v1", n=24)
+    return root
+
+
+def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path):
+    env = env_for(tiny_raw, tmp_path / "storage", ACS_INGEST_WORKERS="3",
+                  ACS_INGEST_STEP_FILES="1", ACS_INGEST_SHARD_DIGITS="2")
+    with dg.instance_for_test() as instance:
+        first = _materialize(env, instance)
+        assert first.success
+        steps = _update_steps(first)
+        assert len(steps) == 3  # shards aa, ab, b0: one step each
+        meta = first.asset_materializations_for_node("ecg_3by4")[-1].metadata
+        assert meta["update_steps"].value == 3 and meta["shards_computed"].value == 3
+        assert all(e.passed for e in first.get_asset_check_evaluations())
+
+        # The same view built in one call has the same content version.
+        st = Storage(str(tmp_path / "storage"))
+        one = ingest.ingest_view(RawSource(str(tiny_raw / "ed-bwh-ecg" / "v1")),
+                                 Storage(str(tmp_path / "one")),
+                                 frames.read_parquet(st, MANIFEST), "ecg_3by4",
+                                 code_version=INGEST_CODE_VERSION)
+        version = _data_version(instance)
+        assert version == one.data_version
+
+        # Nothing changed: no update step runs, the index and the data version stay.
+        again = _materialize(env, instance)
+        assert _update_steps(again) == []
+        meta = again.asset_materializations_for_node("ecg_3by4")[-1].metadata
+        assert meta["shards_computed"].value == 0 and meta["shards_reused"].value == 3
+        assert _data_version(instance) == version
+
+
+def test_small_updates_use_fewer_steps():
+    state = ingest.ViewState("ecg_3by4", "v", "tensors/ecg_3by4",
+                             {s: ({f"{s}/{i}": "h" for i in range(n)}, {}) for s, n in
+                              [("00", 10), ("01", 30), ("02", 10), ("03", 10)]},
+                             {s: [] for s in ("00", "01", "02", "03")}, {}, {}, [])
+    assert state.chunks(8, min_files=1000) == [["00", "01", "02", "03"]]
+    assert state.chunks(2, min_files=10) == [["00", "01"], ["02", "03"]]
+    groups = state.chunks(8, min_files=1)
+    assert [s for g in groups for s in g] == ["00", "01", "02", "03"] and len(groups) == 4
