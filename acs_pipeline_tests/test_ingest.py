@@ -266,3 +266,30 @@ def test_batches_across_shards_match_one_file_at_a_time(tmp_path, view):
     assert reasons["ecg-waveforms-npz/aa/aa0000ffff.npz"] == "corrupt_npz"
     with pytest.raises(RuntimeError, match="expected"):
         list(ingest._transformed(view, pairs, iter(reads[1:] + reads[:1]), batch=2))
+
+
+def test_update_in_steps_matches_one_call_and_the_index_waits_for_every_shard(tmp_path):
+    """survey -> update shard groups separately (as the asset's steps do) -> finish gives the
+    one-call result; finishing with a stale shard, or from a partial survey, is refused."""
+    write_tree(tmp_path / "raw")
+    source = RawSource(str(tmp_path / "raw"))
+    manifest, _ = ingest.build_manifest(source)
+    one = ingest.ingest_view(source, Storage(str(tmp_path / "one")), manifest, "ecg_3by4",
+                             code_version="t1")
+    st = Storage(str(tmp_path / "steps"))
+
+    def survey(**kw):
+        return ingest.survey_view(st, manifest, "ecg_3by4", code_version="t1", **kw)
+
+    groups = survey().chunks(2, min_files=1)
+    assert len(groups) == 2
+    ingest.update_shards(survey(shards=groups[0]), source, st, groups[0])
+    with pytest.raises(ingest.IngestError, match="not up to date"):
+        ingest.finish_view(survey(), st)
+    with pytest.raises(ValueError, match="every shard"):
+        ingest.finish_view(survey(shards=groups[1]), st)
+    counts = ingest.update_shards(survey(shards=groups[1]), source, st, groups[1])
+    assert counts.shards_computed == len(groups[1])
+    rep = ingest.finish_view(survey(), st, counts)
+    assert rep.data_version == one.data_version and rep.rows == one.rows
+    assert rep.rejected == one.rejected and st.exists("tensors/ecg_3by4/_index.json")
