@@ -36,8 +36,8 @@ class StepValuesIOManager(dg.ConfigurableIOManager):
     storage: StorageResource
 
     def _rel(self, context: dg.OutputContext) -> str:
-        name = f"{context.name}.{context.mapping_key}" if context.mapping_key else context.name
-        return f"dagster/step-values/{context.run_id}/{context.step_key}/{name}.json"
+        # run (the producing one, also on re-execution), step, output[, mapping key]
+        return f"dagster/step-values/{'/'.join(context.get_identifier())}.json"
 
     def handle_output(self, context: dg.OutputContext, obj) -> None:
         self.storage.get().write_bytes(self._rel(context), json.dumps(obj).encode())
