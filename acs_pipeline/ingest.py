@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed, wait
 from dataclasses import asdict, astuple, dataclass, field, fields
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -719,17 +720,36 @@ def shard_paths(storage: Storage, view: str, prefix: str = "tensors") -> list[st
     return [p["path"] for s in sorted(index["shards"]) for p in index["shards"][s]]
 
 
+def _part_paths(storage: Storage, view: str, prefix: str) -> tuple[Any, list[str]]:
+    fs, base = storage.pyarrow_fs()
+    return fs, [f"{base.rstrip('/')}/{p}" if base else p
+                for p in shard_paths(storage, view, prefix)]
+
+
+def iter_view(storage: Storage, view: str, prefix: str = "tensors") -> Iterator[tensors.TensorSet]:
+    """Each part of a view, in index order, one at a time: memory stays at one part's size
+    (a check over the full 12-lead view would otherwise hold 13.5 GB)."""
+    fs, paths = _part_paths(storage, view, prefix)
+    for path in paths:
+        yield tensors.read(path, filesystem=fs)
+
+
+def view_rows(storage: Storage, view: str, prefix: str = "tensors") -> int:
+    """A view's row count from its parts' Parquet footers (no samples are read)."""
+    fs, paths = _part_paths(storage, view, prefix)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        return sum(pool.map(lambda p: pq.read_metadata(p, filesystem=fs).num_rows, paths))
+
+
 def load_view(storage: Storage, view: str, prefix: str = "tensors") -> tensors.TensorSet:
     """Read every part of a view into one (N, C, 5000) float16 tensor set, sorted by ecg_id.
 
     The rows are copied once, straight into their sorted place, whatever the part layout
     (a view grown incrementally reads back exactly like one ingested in one go).
     """
-    fs, base = storage.pyarrow_fs()
-    paths = shard_paths(storage, view, prefix)
+    fs, paths = _part_paths(storage, view, prefix)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        parts = list(pool.map(lambda p: tensors.read(
-            f"{base.rstrip('/')}/{p}" if base else p, filesystem=fs), paths))
+        parts = list(pool.map(lambda p: tensors.read(p, filesystem=fs), paths))
     parts = [p for p in parts if len(p)]
     if not parts:
         raise tensors.TensorFileError(f"{view}: no tensors in {storage.uri(prefix)}")

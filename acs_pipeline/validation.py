@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,22 @@ class TensorStats:
             f"{self.non_finite} non-finite samples; {self.flat_channels} flat channels; "
             f"{self.out_of_range} ECGs with |x| > {MAX_ABS_MV} mV; max |x| {self.max_abs:.2f} mV"
         )
+
+
+def combine_stats(parts: Iterable[TensorStats]) -> TensorStats:
+    """One summary of several (N, C, L) arrays' stats (e.g. a view's parts, read one by one).
+
+    ``channels`` and ``length`` are those of the non-empty parts; parts that disagree give -1.
+    """
+    parts = list(parts)
+    shapes = {(p.channels, p.length) for p in parts if p.rows} or \
+        {(p.channels, p.length) for p in parts[:1]}
+    channels, length = shapes.pop() if len(shapes) == 1 else (-1, -1)
+    return TensorStats(
+        sum(p.rows for p in parts), channels, length, sum(p.non_finite for p in parts),
+        sum(p.flat_channels for p in parts), sum(p.out_of_range for p in parts),
+        max((p.max_abs for p in parts), default=0.0),
+    )
 
 
 def tensor_stats(x: np.ndarray, batch: int = 1024) -> TensorStats:

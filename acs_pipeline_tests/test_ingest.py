@@ -293,3 +293,19 @@ def test_update_in_steps_matches_one_call_and_the_index_waits_for_every_shard(tm
     rep = ingest.finish_view(survey(), st, counts)
     assert rep.data_version == one.data_version and rep.rows == one.rows
     assert rep.rejected == one.rejected and st.exists("tensors/ecg_3by4/_index.json")
+
+
+def test_view_read_part_by_part_and_counted_from_footers(tmp_path):
+    write_tree(tmp_path / "raw")
+    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    manifest, _ = ingest.build_manifest(source)
+    ingest.ingest_view(source, storage, manifest.head(6), "ecg_3by4", code_version="t1")
+    ingest.ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")  # 2nd parts
+    whole = ingest.load_view(storage, "ecg_3by4")
+    parts = list(ingest.iter_view(storage, "ecg_3by4"))
+    assert len(parts) == len(ingest.shard_paths(storage, "ecg_3by4")) > 3
+    by_id = {e: x for p in parts for e, x in zip(p.ecg_ids, p.x, strict=True)}
+    assert sorted(by_id) == whole.ecg_ids.tolist()
+    for e, x in zip(whole.ecg_ids, whole.x, strict=True):
+        np.testing.assert_array_equal(by_id[e], x)
+    assert ingest.view_rows(storage, "ecg_3by4") == len(whole)

@@ -13,7 +13,7 @@ from acs_pipeline import frames, ingest, tables
 from acs_pipeline.defs.resources import PipelineSettings, RawDataResource, StorageResource
 from acs_pipeline.rawsource import RawSource
 from acs_pipeline.storage import Storage
-from acs_pipeline.validation import tensor_stats
+from acs_pipeline.validation import combine_stats, tensor_stats
 
 MANIFEST = "tables/manifest.parquet"
 HOLDOUT_MANIFEST = "tables/holdout_manifest.parquet"
@@ -255,7 +255,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 
 
 def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResult:
-    stats = tensor_stats(ingest.load_view(storage, view, prefix).x)
+    stats = combine_stats(tensor_stats(part.x) for part in ingest.iter_view(storage, view, prefix))
     return dg.AssetCheckResult(
         passed=stats.ok and stats.channels == ingest.VIEWS[view] and stats.length == 5000,
         description=stats.describe(),
@@ -268,7 +268,7 @@ def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResu
 def _accounting_check(storage: Storage, manifest_rel: str, view: str,
                       prefix: str) -> dg.AssetCheckResult:
     listed = frames.read_parquet(storage, manifest_rel).height
-    rows = len(ingest.load_view(storage, view, prefix))
+    rows = ingest.view_rows(storage, view, prefix)
     rejected = frames.read_parquet(storage, f"{prefix}/{view}/_rejects.parquet").height
     return dg.AssetCheckResult(
         passed=rows + rejected == listed,
