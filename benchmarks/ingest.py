@@ -5,6 +5,8 @@ Prints one JSON line per measurement:
 - ``ingest_local``: ECGs/s per core for each view from local npz, bytes per ECG, a no-change
   re-run and an update after adding 1 % new files, as fractions of the full run; for 3by4 the
   naive baseline's rate and our speed-up over it.
+- ``ingest_whole_update``: adding 1 % new files to the whole ingest as the assets run it (one
+  manifest, then both views) as a fraction of a full one, wall and CPU.
 - ``ingest_s3_loopback``: the same 3by4 ingest reading from a moto S3 server on loopback (run in
   its own process, like a real remote server) and its ratio to the local rate.
 - ``ingest_processes``: the 3by4 ingest with shards in two worker processes.
@@ -123,6 +125,7 @@ def one_percent_update(src: RawSource, manifest: pl.DataFrame, view: str, store:
 def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> float:
     src = RawSource(str(raw_root), max_workers=4)
     local_rate = 0.0
+    whole: dict[str, tuple[Clock, Clock, Clock, Clock]] = {}
     for view in ("ecg_3by4", "ecg_12lead"):
         st = Storage(str(tmp / f"store_{view}"))
         with Clock() as listed:  # the ecg_manifest asset: list and hash every file
@@ -200,6 +203,19 @@ def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> fl
                           f"shard_digits_{other}_ecgs_per_s_per_core":
                               round(rep_alt.rows / alt.cpu, 1)})
         emit(shard_digits=SHARD_DIGITS, **row)
+        whole[view] = (listed, full, incr, incr_view)
+    # The whole ingest as the assets run it: one manifest, then both views.
+    manifest_full = min(v[0].wall for v in whole.values())
+    manifest_incr = statistics.median(v[2].wall - v[3].wall for v in whole.values())
+    full_s = manifest_full + sum(v[1].wall for v in whole.values())
+    incr_s = manifest_incr + sum(v[3].wall for v in whole.values())
+    cpu_full = min(v[0].cpu for v in whole.values()) + sum(v[1].cpu for v in whole.values())
+    cpu_incr = (statistics.median(v[2].cpu - v[3].cpu for v in whole.values())
+                + sum(v[3].cpu for v in whole.values()))
+    emit(bench="ingest_whole_update", views=list(whole), ecgs=n, full_ingest_s=round(full_s, 3),
+         one_percent_new_s=round(incr_s, 3),
+         one_percent_new_fraction=round(incr_s / full_s, 4),
+         one_percent_new_cpu_fraction=round(cpu_incr / cpu_full, 4))
     return local_rate
 
 
