@@ -43,6 +43,7 @@ MANIFEST_SCHEMA = {
     "etag": pl.String, "sha256": pl.String, "status": pl.String, "detail": pl.String,
 }
 INDEX_FORMAT = 2
+MAX_PARTS = 8  # parts a shard may hold before an update compacts it into one
 _WRITERS = 4  # shards whose writes may be in flight at once (in-process ingest)
 REJECT_SCHEMA = {"ecg_id": pl.String, "key": pl.String, "stage": pl.String,
                  "reason": pl.String, "detail": pl.String}
@@ -177,7 +178,7 @@ class ShardTask:
     ids: dict[str, str]  # raw key -> ecg_id
     parts: list[Part]  # the shard's current parts (empty when none or stale)
     files: list[str] = field(default_factory=list)  # files in the shard's folder at the start
-    max_parts: int = 8
+    max_parts: int = MAX_PARTS
     batch: int = 32  # ECGs transformed together; fits in cache (~10 % faster than 256)
 
 
@@ -305,15 +306,18 @@ def _valid(part: Part, wanted: dict[str, str]) -> bool:
     return all(wanted.get(k) == s for k, s in part.members.items())
 
 
-def _plan(task: ShardTask) -> tuple[list[Part], list[Part], list[str]]:
+Plan = tuple[list[Part], list[Part], list[str]]
+
+
+def _plan(parts: list[Part], wanted: dict[str, str], max_parts: int = MAX_PARTS) -> Plan:
     """(parts kept as they are, parts to rewrite, raw keys to decode) for one shard."""
-    keep = [p for p in task.parts if _valid(p, task.wanted)]
-    if len(keep) >= task.max_parts:
+    keep = [p for p in parts if _valid(p, wanted)]
+    if len(keep) >= max_parts:
         keep = []  # compact: everything is carried into one new part
     covered = {k for p in keep for k in p.members}
-    rewrite = [p for p in task.parts if all(p is not k for k in keep)]
-    carried = {k for p in rewrite for k, s in p.members.items() if task.wanted.get(k) == s}
-    todo = sorted(k for k in task.wanted if k not in covered and k not in carried)
+    rewrite = [p for p in parts if all(p is not k for k in keep)]
+    carried = {k for p in rewrite for k, s in p.members.items() if wanted.get(k) == s}
+    todo = sorted(k for k in wanted if k not in covered and k not in carried)
     return keep, rewrite, todo
 
 
@@ -324,7 +328,7 @@ def _process_shard(task: ShardTask) -> ShardOutcome:
     return outcome
 
 
-def _build_shard(task: ShardTask, rows: Iterator[Row] | None = None
+def _build_shard(task: ShardTask, rows: Iterator[Row] | None = None, plan: Plan | None = None
                  ) -> tuple[ShardOutcome, Callable[[], None]]:
     """Bring one shard up to date: keep valid parts, add one part for what they do not cover.
 
@@ -339,7 +343,7 @@ def _build_shard(task: ShardTask, rows: Iterator[Row] | None = None
     """
     t0 = time.perf_counter()
     st = task.storage
-    keep, rewrite, todo = _plan(task)
+    keep, rewrite, todo = plan or _plan(task.parts, task.wanted, task.max_parts)
     covered = {k for p in keep for k in p.members}
     carried_ids: list[str] = []
     carried_x: list[np.ndarray] = []
@@ -426,7 +430,8 @@ def _written(pending: deque[tuple[ShardOutcome, Future[None]]]) -> ShardOutcome:
 
 def _run_tasks(tasks: list[ShardTask], workers: int,
                min_parallel: int) -> Iterator[ShardOutcome]:
-    todo = [_plan(t)[2] for t in tasks]
+    plans = [_plan(t.parts, t.wanted, t.max_parts) for t in tasks]
+    todo = [plan[2] for plan in plans]
     if workers <= 1 or len(tasks) <= 1 or sum(map(len, todo)) < min_parallel:
         # One read and transform stream over every shard: reads run ahead and batches span
         # shard boundaries; each shard's writes (fsync-bound) run in a writer thread while
@@ -438,8 +443,8 @@ def _run_tasks(tasks: list[ShardTask], workers: int,
         pending: deque[tuple[ShardOutcome, Future[None]]] = deque()
         with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ingest-write") as pool:
             try:
-                for task in tasks:
-                    outcome, commit = _build_shard(task, stream)
+                for task, plan in zip(tasks, plans, strict=True):
+                    outcome, commit = _build_shard(task, stream, plan)
                     pending.append((outcome, pool.submit(commit)))
                     # yield shards whose writes are done, in order; at most _WRITERS in flight
                     while pending and (pending[0][1].done() or len(pending) > _WRITERS):
@@ -489,17 +494,15 @@ class ViewState:
         return [s for s in self.shards if not self.is_current(s)]
 
     def task(self, source: RawSource, storage: Storage, shard: str,
-             max_parts: int = 8) -> ShardTask:
+             max_parts: int = MAX_PARTS) -> ShardTask:
         hashes, ids = self.wanted[shard]
         return ShardTask(source, storage, self.view, self.code_version, shard, self.base,
                          hashes, ids, self.parts[shard], self.files.get(shard, []),
                          max_parts=max_parts)
 
     def todo(self, shard: str) -> int:
-        """How many files of a shard no valid part covers (what an update decodes)."""
-        hashes = self.wanted[shard][0]
-        covered = {k for p in self.parts[shard] if _valid(p, hashes) for k in p.members}
-        return sum(k not in covered for k in hashes)
+        """How many files of a shard an update decodes."""
+        return len(_plan(self.parts[shard], self.wanted[shard][0])[2])
 
     def chunks(self, n: int, min_files: int = 512) -> list[list[str]]:
         """The stale shards in at most ``n`` contiguous groups of similar work, each with at
@@ -579,7 +582,7 @@ def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_ver
 
 def update_shards(state: ViewState, source: RawSource, storage: Storage,
                   shards: Sequence[str], *, workers: int = 1, min_parallel: int = 512,
-                  max_parts: int = 8,
+                  max_parts: int = MAX_PARTS,
                   on_shard: Callable[[str, bool], None] | None = None) -> UpdateCounts:
     """Bring ``shards`` up to date (current ones are left alone); ``state`` learns their new
     parts. Each shard records its state in ``shard=XX/_shard.json`` as soon as it is done, so
@@ -659,7 +662,7 @@ def ingest_view(
     code_version: str,
     prefix: str = "tensors",
     workers: int = 1,
-    max_parts: int = 8,
+    max_parts: int = MAX_PARTS,
     min_parallel: int = 512,
     shard_digits: int = 2,
     on_shard: Callable[[str, bool], None] | None = None,

@@ -45,23 +45,23 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     markers = "osD^vP*X"
     figs: dict[str, str] = {}
 
+    def flag_points(ax: Any, x: str, y: str) -> None:
+        """Each classical flag as one open marker at its threshold metrics (x, y); ``x``
+        ``'1-spec'`` is the false-positive rate. A flag without a ``y`` value is left out."""
+        for i, name in enumerate(flag_names):
+            tm = det["flags"][name]["threshold"]
+            if not math.isnan(tm[y]):
+                x_value = 1 - tm["spec"] if x == "1-spec" else tm[x]
+                ax.plot(x_value, tm[y], markers[i % len(markers)], color="0.25", ms=7,
+                        mfc="none", label=CLASSICAL_FLAGS.get(name, name))
+
     fig = Figure(figsize=(6.2, 5.6))
     ax = fig.subplots()
     for name in names:
         fpr, tpr, _ = roc_curve(y, prep.scores[name])
         auc = det["scores"][name]["auroc"]
         ax.plot(fpr, tpr, label=f"{name} ({auc:.3f})", **style(name))
-    for i, name in enumerate(flag_names):
-        tm = det["flags"][name]["threshold"]
-        ax.plot(
-            1 - tm["spec"],
-            tm["sens"],
-            markers[i % len(markers)],
-            color="0.25",
-            ms=7,
-            mfc="none",
-            label=f"{CLASSICAL_FLAGS.get(name, name)}",
-        )
+    flag_points(ax, "1-spec", "sens")
     ax.plot([0, 1], [0, 1], color="0.7", lw=1)
     ax.set(
         xlabel="1 - specificity",
@@ -79,18 +79,7 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     for name in names:
         prec, rec, _ = precision_recall_curve(y, prep.scores[name])
         ax.plot(rec, prec, label=f"{name} ({det['scores'][name]['auprc']:.3f})", **style(name))
-    for i, name in enumerate(flag_names):
-        tm = det["flags"][name]["threshold"]
-        if not math.isnan(tm["ppv"]):
-            ax.plot(
-                tm["sens"],
-                tm["ppv"],
-                markers[i % len(markers)],
-                color="0.25",
-                ms=7,
-                mfc="none",
-                label=CLASSICAL_FLAGS.get(name, name),
-            )
+    flag_points(ax, "sens", "ppv")
     ax.axhline(y.mean(), color="0.7", lw=1, label=f"prevalence {y.mean():.3f}")
     ax.set(
         xlabel="recall (sensitivity)",
