@@ -5,11 +5,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acs_pipeline import synth
+from acs_pipeline.synth import cohort as synth
 
 
 def _report_path(args: argparse.Namespace) -> int:
-    from acs_pipeline.storage import Storage
+    from acs_pipeline.io.storage import Storage
 
     storage = Storage(args.storage)
     rel = "reports/evaluation_report.html"

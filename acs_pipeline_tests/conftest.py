@@ -18,7 +18,7 @@ def tiny_cohort(tmp_path_factory) -> Path:
 
     A larger tested fraction than the real 5 % gives both splits enough positives to train.
     """
-    from acs_pipeline import synth
+    from acs_pipeline.synth import cohort as synth
 
     root = tmp_path_factory.mktemp("synth")
     synth.generate(root, n_patients=TINY_PATIENTS, seed=TINY_SEED, tested_fraction=0.35)

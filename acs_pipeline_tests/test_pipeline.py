@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 
 from acs_pipeline.definitions import defs
-from acs_pipeline.defs.model_assets import MODELS
+from acs_pipeline.defs.models.assets import MODELS
 from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline_tests.conftest import env_for
 

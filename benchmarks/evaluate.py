@@ -25,7 +25,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from acs_pipeline import metrics, report
+from acs_pipeline.evaluation import metrics, report
 
 
 def _median_time(fn, repeats: int) -> float:

@@ -38,9 +38,10 @@ import pandas  # noqa: F401  pyarrow imports it on first use: a one-time cost, n
 import polars as pl
 from scipy import signal, stats
 
-from acs_pipeline import ingest, synth
-from acs_pipeline.rawsource import RawSource
-from acs_pipeline.storage import Storage
+from acs_pipeline.ingest import views as ingest
+from acs_pipeline.io.rawsource import RawSource
+from acs_pipeline.io.storage import Storage
+from acs_pipeline.synth import cohort as synth
 
 
 def naive_3by4(npz_path: Path, out_dir: Path, mode: str = "scipy") -> int:

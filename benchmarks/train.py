@@ -34,7 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acs_pipeline.training import ArrayDataset, ECGClassifier, make_loader  # noqa: E402
+from acs_pipeline.training.fit import ArrayDataset, ECGClassifier, make_loader  # noqa: E402
 
 
 def emit(**fields: Any) -> None:
@@ -170,7 +170,7 @@ def bench_model(
 def bench_models(profile: str, only: list[str] | None, cpu_batch: int, steps: int) -> None:
     try:
         from acs_pipeline.models import registry
-        from acs_pipeline.stages import trainable_model
+        from acs_pipeline.training.stages import trainable_model
     except ImportError as e:
         emit(bench="train_step", skipped=f"acs_pipeline.models.registry unavailable: {e}")
         return

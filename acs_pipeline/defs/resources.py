@@ -12,8 +12,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from acs_pipeline.rawsource import RawSource
-from acs_pipeline.storage import Storage
+from acs_pipeline.io.rawsource import RawSource
+from acs_pipeline.io.storage import Storage
 
 DEFAULT_DEMO = Path.cwd() / ".demo"
 

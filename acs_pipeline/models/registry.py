@@ -100,7 +100,8 @@ def build_model(name: str, profile: str = "paper") -> nn.Module:
 
 @cache
 def _reference() -> dict:
-    text = resources.files("acs_pipeline").joinpath("reference", REFERENCE_FILE).read_text("utf-8")
+    ref = resources.files("acs_pipeline.models").joinpath("reference", REFERENCE_FILE)
+    text = ref.read_text("utf-8")
     return json.loads(text)
 
 

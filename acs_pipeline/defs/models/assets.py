@@ -1,0 +1,218 @@
+"""Per-model assets: MACE pre-training, ACS fine-tuning, validation and holdout predictions."""
+
+import json
+import subprocess
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import polars as pl
+
+from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
+from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, _md
+from acs_pipeline.defs.resources import PipelineSettings, StorageResource
+from acs_pipeline.ingest import views as ingest
+from acs_pipeline.io import frames
+from acs_pipeline.io.storage import Storage
+from acs_pipeline.models.specs import TRAINING_CODE_VERSION, model_spec
+
+if TYPE_CHECKING:
+    from acs_pipeline.training.stages import StageResult
+
+# torch, Lightning and scikit-learn are imported inside the asset functions, so that loading
+# the definitions (every step process does) stays fast.
+
+# The models of the benchmark that the graph trains (HuBERT in its small size; set in code).
+MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert_small")
+RESULT = "models/{model}/{stage}/current.json"
+PREDICTIONS = "predictions/{model}/{name}.csv"
+TRAIN_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
+
+
+def git_revision() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=5, cwd=Path(__file__).parent, check=False)
+        return out.stdout.strip() or "unknown"
+    except OSError:
+        return "unknown"
+
+
+def _inputs(st: Storage, view: str) -> dict[str, str]:
+    """Content versions of a stage's inputs: the cohort file and the tensor shards."""
+    import hashlib
+
+    return {"cohort": hashlib.sha256(st.read_bytes(COHORT)).hexdigest()[:16],
+            view: ingest.view_version(st, view)}
+
+
+def read_result(st: Storage, model: str, stage: str) -> "StageResult":
+    from acs_pipeline.training import stages
+
+    rel = RESULT.format(model=model, stage=stage)
+    if not st.exists(rel):
+        raise dg.Failure(f"{model}/{stage}_checkpoint has not been materialized ({st.uri(rel)})")
+    return stages.StageResult(**json.loads(st.read_bytes(rel)))
+
+
+def _checkpoint_metadata(res: "StageResult") -> dict:
+    return {
+        "uri": dg.MetadataValue.path(res.checkpoint_uri),
+        "weights_uri": dg.MetadataValue.path(res.weights_uri),
+        "model_card": dg.MetadataValue.path(res.model_card_uri),
+        "weights_bytes": res.weights_bytes,
+        "weights_sha256": res.weights_sha256,
+        "parameters": res.n_params,
+        "profile": res.profile,
+        "config": dg.MetadataValue.json(res.config),
+        "epochs_run": res.epochs_run,
+        "global_step": res.global_step,
+        "best_val_auroc": dg.MetadataValue.float(res.best_val_auroc),
+        "best_val_loss": dg.MetadataValue.float(res.best_val_loss),
+        "input_data_versions": dg.MetadataValue.json(res.inputs),
+        "data_counts": dg.MetadataValue.json(res.counts),
+        "wall_s": round(res.wall_s, 2),
+        "samples_per_s": round(res.samples_per_s, 1),
+        "resumed": res.resumed,
+        "reused_finished_run": res.reused,
+        "git_revision": git_revision(),
+    }
+
+
+def _train(context, model: str, stage: str, st: Storage, settings: PipelineSettings,
+           init: "StageResult | None") -> dg.MaterializeResult:
+    from acs_pipeline.training import stages
+
+    view = model_spec(model).view
+    stages.set_threads(settings.torch_threads)
+    p = stages.plan(model, stage, settings.profile, seed=settings.seed,
+                    accelerator=settings.accelerator, devices=settings.devices,
+                    strategy=settings.strategy, logger=settings.logger,
+                    tracking_uri=settings.mlflow_tracking_uri,
+                    experiment_name=settings.experiment_name)
+    tset = ingest.load_view(st, view)
+    data = stages.stage_data(frames.read_parquet(st, COHORT), tset, stage,
+                             max_train=p.max_train, seed=settings.seed)
+    context.log.info(f"{model}/{stage}: {data.counts()}")
+    init_weights = stages.load_stage_weights(st, init) if init else None
+    res = stages.train_stage(st, p, data, inputs=_inputs(st, view), init_weights=init_weights,
+                             init_sha=init.weights_sha256 if init else None)
+    st.write_bytes(RESULT.format(model=model, stage=stage), res.to_json().encode())
+    return dg.MaterializeResult(metadata=_checkpoint_metadata(res),
+                                data_version=dg.DataVersion(res.weights_sha256[:16]))
+
+
+def _prediction_metadata(w: frames.Written, **extra) -> dict:
+    return {"uri": dg.MetadataValue.path(w.uri), "dagster/row_count": w.rows,
+            "bytes": w.bytes, "sha256": w.sha256, **extra}
+
+
+def model_assets(model: str) -> list:
+    view = model_spec(model).view
+    tags = {"gpu": "true"}
+
+    @dg.asset(key=[model, "mace_checkpoint"], group_name="models", kinds={"pytorch"},
+              code_version=TRAINING_CODE_VERSION, deps=["cohort", view], pool="gpu",
+              retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
+              description=f"{model} pre-trained on MACE in the untested cohort.")
+    def mace_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
+                        settings: PipelineSettings) -> dg.MaterializeResult:
+        return _train(context, model, "mace", storage.get(), settings, None)
+
+    @dg.asset(key=[model, "acs_checkpoint"], group_name="models", kinds={"pytorch"},
+              code_version=TRAINING_CODE_VERSION, deps=["cohort", view, mace_checkpoint],
+              pool="gpu", retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
+              description=f"{model} fine-tuned on ACS in the tested cohort from the MACE "
+                          "weights.")
+    def acs_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
+                       settings: PipelineSettings) -> dg.MaterializeResult:
+        st = storage.get()
+        return _train(context, model, "acs", st, settings, read_result(st, model, "mace"))
+
+    @dg.asset(key=[model, "validation_predictions"], group_name="predictions",
+              kinds={"pytorch", "csv"}, code_version="1", deps=[acs_checkpoint, "cohort", view],
+              automation_condition=EAGER,
+              description=f"{model} ACS probabilities on the tested cohort's validation split.")
+    def validation_predictions(storage: StorageResource,
+                               settings: PipelineSettings) -> dg.MaterializeResult:
+        from acs_pipeline.training import stages
+
+        st = storage.get()
+        stages.set_threads(settings.torch_threads)
+        res = read_result(st, model, "acs")
+        co = frames.read_parquet(st, COHORT).filter(
+            (pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
+        tset = ingest.load_view(st, view)
+        have = co.filter(pl.col("ecg_id").is_in(tset.ecg_ids.tolist()))
+        sub = tset.select(have["ecg_id"].to_list())
+        prob = stages.predict_stage(st, res, sub.x)
+        df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
+        w = frames.write_csv(st, PREDICTIONS.format(model=model, name="validation"), df)
+        from acs_pipeline.evaluation.metrics import auroc
+
+        return dg.MaterializeResult(
+            metadata=_prediction_metadata(
+                w, auroc=dg.MetadataValue.float(auroc(df["acs"].to_numpy(), prob)),
+                missing_tensors=len(co) - len(have), checkpoint=res.checkpoint_uri),
+            data_version=dg.DataVersion(w.version))
+
+    @dg.asset(key=[model, "holdout_predictions"], group_name="predictions",
+              kinds={"pytorch", "csv"}, code_version="1",
+              deps=[acs_checkpoint, mace_checkpoint, f"holdout_{view}"],
+              automation_condition=EAGER,
+              description=f"{model} ACS and MACE probabilities for every holdout ECG.")
+    def holdout_predictions(storage: StorageResource,
+                            settings: PipelineSettings) -> dg.MaterializeResult:
+        from acs_pipeline.training import stages
+
+        st = storage.get()
+        stages.set_threads(settings.torch_threads)
+        tset = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
+        cols = {}
+        for stage in ("acs", "mace"):
+            cols[stage] = stages.predict_stage(st, read_result(st, model, stage), tset.x)
+        df = pl.DataFrame({"ecg_id": tset.ecg_ids.tolist(), **cols})
+        w = frames.write_csv(st, PREDICTIONS.format(model=model, name="holdout"), df)
+        return dg.MaterializeResult(metadata=_prediction_metadata(w),
+                                    data_version=dg.DataVersion(w.version))
+
+    return [mace_checkpoint, acs_checkpoint, validation_predictions, holdout_predictions]
+
+
+
+
+@dg.asset(key=["logistic_baseline", "validation_predictions"], group_name="predictions",
+          kinds={"scikitlearn", "csv"}, code_version="1", deps=["cohort"],
+          automation_condition=EAGER,
+          description="Unpenalised logistic regression on the four classical ECG flags, fit on "
+                      "the tested cohort's training split.")
+def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeResult:
+    from acs_pipeline.models.baseline import fit_logistic
+
+    st = storage.get()
+    co = frames.read_parquet(st, COHORT).filter(pl.col("cohort") == "tested")
+    train = co.filter(pl.col("split") == "train")
+    val = co.filter(pl.col("split") == "validation")
+    model = fit_logistic(train.select(CLASSICAL_FLAGS).to_numpy().astype(float),
+                         train["acs"].to_numpy())
+    prob = model.predict_proba(val.select(CLASSICAL_FLAGS).to_numpy().astype(float))
+    df = val.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
+    w = frames.write_csv(st, PREDICTIONS.format(model="logistic_baseline", name="validation"),
+                         df)
+    coef = pl.DataFrame({"flag": list(model.coefficients),
+                         "coefficient": list(model.coefficients.values())})
+    from acs_pipeline.evaluation.metrics import auroc
+
+    return dg.MaterializeResult(
+        metadata=_prediction_metadata(
+            w, coefficients=_md(coef),
+            auroc=dg.MetadataValue.float(auroc(df["acs"].to_numpy(), prob))),
+        data_version=dg.DataVersion(w.version))
+
+
+@dg.definitions
+def models() -> dg.Definitions:
+    """The per-model assets (built by a factory) and the logistic baseline."""
+    return dg.Definitions(
+        assets=[*[a for m in MODELS for a in model_assets(m)], logistic_baseline_predictions]
+    )

@@ -1,0 +1,211 @@
+"""The authors' released weights: import them and predict with them, without training.
+
+``released_weights`` verifies the files under ``ACS_RELEASED_WEIGHTS_URI`` (names and formats in
+:mod:`acs_pipeline.models.released`) and copies them under ``models/released/`` with a manifest;
+``<model>/released_predictions`` writes ``predictions/<model>/released_validation.csv``
+(``ecg_id, acs, prediction``, like ``validation_predictions``) and
+``predictions/<model>/released_holdout.csv`` (``ecg_id, acs``: the released weights are ACS
+models, so there is no MACE column).
+
+With no root configured (the demo) or no file for a model, these assets yield no output (with a
+log line): the run succeeds, no materialization is recorded, and in the same run the steps
+downstream of them are skipped (with no root, all three ``released_predictions``). The
+evaluation report therefore has no graph edge to them (a skipped upstream would skip it too): it
+adds a ``<model> (released)`` row for each released validation file it finds while a root is
+configured (see :func:`released_scores`). Materialize the ``released`` group before the report.
+"""
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import dagster as dg
+import polars as pl
+
+from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX
+from acs_pipeline.defs.models.assets import PREDICTIONS
+from acs_pipeline.defs.resources import PipelineSettings, StorageResource
+from acs_pipeline.ingest import views as ingest
+from acs_pipeline.io import frames
+from acs_pipeline.io.storage import Storage
+
+if TYPE_CHECKING:
+    from acs_pipeline.evaluation.report import ModelScores
+
+# torch is imported inside the asset functions (through acs_pipeline.models.released), so
+# loading the definitions stays fast.
+
+RELEASED_MODELS = ("s4", "resnet18", "hubert")
+RELEASED_VIEWS = {"s4": "ecg_3by4", "resnet18": "ecg_3by4", "hubert": "ecg_12lead"}
+RELEASED_CODE_VERSION = "released-1"
+VALIDATION = "released_validation"
+HOLDOUT = "released_holdout"
+NOT_CONFIGURED = (
+    "no released-weights root configured (ACS_RELEASED_WEIGHTS_URI): {what} skipped, no output"
+)
+
+
+def _released_root(storage: StorageResource, settings: PipelineSettings) -> Storage | None:
+    if not settings.released_weights_uri:
+        return None
+    return Storage(settings.released_weights_uri, endpoint_url=storage.endpoint_url)
+
+
+@dg.asset(
+    group_name="released",
+    kinds={"pytorch"},
+    code_version=RELEASED_CODE_VERSION,
+    output_required=False,
+    description="The authors' released S4, ResNet-18 and HuBERT-ECG weights from "
+    "ACS_RELEASED_WEIGHTS_URI: read through the allow-listing unpickler, loaded "
+    "strictly into our modules, copied under models/released/. Skipped (no output) "
+    "when no root is configured.",
+)
+def released_weights(
+    context: dg.AssetExecutionContext, storage: StorageResource, settings: PipelineSettings
+):
+    from acs_pipeline.models import released
+
+    source = _released_root(storage, settings)
+    if source is None:
+        context.log.info(NOT_CONFIGURED.format(what="released_weights and released predictions"))
+        return
+    st = storage.get()
+    imported = released.import_released(source, st)
+    meta: dict = {
+        "source": source.root,
+        "manifest": dg.MetadataValue.path(st.uri(released.MANIFEST)),
+        "models": dg.MetadataValue.json([m.name for m in imported]),
+        "missing": dg.MetadataValue.json(
+            [m for m in RELEASED_MODELS if m not in {i.name for i in imported}]
+        ),
+    }
+    digest = hashlib.sha256()
+    for m in imported:
+        context.log.info(
+            f"{m.name}: {m.source_uri} -> {m.registry_name}, {m.n_params:,} parameters, "
+            f"sha256 {m.sha256[:16]}..." + (f", ignored {m.ignored_keys}" if m.ignored_keys else "")
+        )
+        meta |= {
+            f"{m.name}_uri": dg.MetadataValue.path(m.source_uri),
+            f"{m.name}_stored_uri": dg.MetadataValue.path(st.uri(m.stored_rel)),
+            f"{m.name}_bytes": m.bytes,
+            f"{m.name}_sha256": m.sha256,
+            f"{m.name}_parameters": m.n_params,
+            f"{m.name}_module": m.registry_name,
+            f"{m.name}_config": dg.MetadataValue.json(m.config),
+            f"{m.name}_ignored_keys": dg.MetadataValue.json(m.ignored_keys),
+        }
+        digest.update(f"{m.name}:{m.sha256}\n".encode())
+    yield dg.MaterializeResult(metadata=meta, data_version=dg.DataVersion(digest.hexdigest()[:16]))
+
+
+def _validation_rows(st: Storage) -> pl.DataFrame:
+    return frames.read_parquet(st, COHORT).filter(
+        (pl.col("cohort") == "tested") & (pl.col("split") == "validation")
+    )
+
+
+def released_predictions_asset(model: str) -> dg.AssetsDefinition:
+    view = RELEASED_VIEWS[model]
+
+    @dg.asset(
+        key=[model, "released_predictions"],
+        group_name="released",
+        kinds={"pytorch", "csv"},
+        code_version=RELEASED_CODE_VERSION,
+        output_required=False,
+        deps=["released_weights", "cohort", view, f"holdout_{view}"],
+        automation_condition=EAGER,
+        description=f"ACS probabilities of the authors' released {model} weights on the tested "
+        "cohort's validation split and on every holdout ECG (no training). Skipped "
+        f"(no output) when no released {model} file was imported.",
+    )
+    def _asset(
+        context: dg.AssetExecutionContext, storage: StorageResource, settings: PipelineSettings
+    ):
+        from acs_pipeline.evaluation.metrics import auroc
+        from acs_pipeline.models import released
+        from acs_pipeline.training import stages
+
+        if not settings.released_weights_uri:
+            context.log.info(NOT_CONFIGURED.format(what=f"{model}/released_predictions"))
+            return
+        st = storage.get()
+        loaded = released.load_imported(st, model)
+        if loaded is None:
+            context.log.info(
+                f"no released {model} file among the imported weights "
+                f"({st.uri(released.MANIFEST)}): {model}/released_predictions skipped"
+            )
+            return
+        stages.set_threads(settings.torch_threads)
+        val = _validation_rows(st)
+        tset = ingest.load_view(st, view)
+        have = val.filter(pl.col("ecg_id").is_in(tset.ecg_ids.tolist())).sort("ecg_id")
+        prob = released.predict_released(loaded, tset.select(have["ecg_id"].to_list()).x)
+        df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
+        wv = frames.write_csv(st, PREDICTIONS.format(model=model, name=VALIDATION), df)
+        hold = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
+        hp = released.predict_released(loaded, hold.x)
+        hdf = pl.DataFrame({"ecg_id": hold.ecg_ids.tolist(), "acs": hp})
+        wh = frames.write_csv(st, PREDICTIONS.format(model=model, name=HOLDOUT), hdf)
+        y = df["acs"].to_numpy()
+        score = float(auroc(y, prob)) if 0 < y.sum() < len(y) else None
+        info = loaded.info
+        yield dg.MaterializeResult(
+            metadata={
+                "uri": dg.MetadataValue.path(wv.uri),
+                "holdout_uri": dg.MetadataValue.path(wh.uri),
+                "dagster/row_count": wv.rows,
+                "holdout_rows": wh.rows,
+                "sha256": wv.sha256,
+                "holdout_sha256": wh.sha256,
+                "auroc": dg.MetadataValue.float(score) if score is not None else "undefined",
+                "missing_tensors": len(val) - len(have),
+                "weights_uri": dg.MetadataValue.path(info.source_uri),
+                "weights_sha256": info.sha256,
+                "module": info.registry_name,
+            },
+            data_version=dg.DataVersion(
+                hashlib.sha256((wv.sha256 + wh.sha256).encode()).hexdigest()[:16]
+            ),
+        )
+
+    return _asset
+
+
+def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScores"]:
+    """The report rows ``<model> (released)``: one per released validation file under ``st``,
+    while a released-weights root is configured (empty otherwise)."""
+    if not settings.released_weights_uri:
+        return []
+    from acs_pipeline.evaluation import report
+    from acs_pipeline.models import released
+
+    manifest = released.read_manifest(st)
+    scores = []
+    for model in RELEASED_MODELS:
+        rel = PREDICTIONS.format(model=model, name=VALIDATION)
+        if model not in manifest or not st.exists(rel):
+            continue
+        p = frames.read_csv(st, rel, schema_overrides={"ecg_id": pl.String})
+        info = manifest[model]
+        scores.append(
+            report.ModelScores(
+                name=released.released_label(model),
+                validation=p["prediction"].to_numpy(),
+                kind="model",
+                ecg_ids=p["ecg_id"].to_list(),
+                lineage=f"{info.source_uri} (released weights, sha256 {info.sha256[:12]}, "
+                f"{info.registry_name}; predictions {st.uri(rel)})",
+            )
+        )
+    return scores
+
+
+@dg.definitions
+def released_defs() -> dg.Definitions:
+    """The released-weights import and one prediction asset per released model."""
+    return dg.Definitions(
+        assets=[released_weights, *[released_predictions_asset(m) for m in RELEASED_MODELS]]
+    )

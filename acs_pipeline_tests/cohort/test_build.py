@@ -1,0 +1,83 @@
+import numpy as np
+import polars as pl
+
+from acs_pipeline.cohort import build as cohort
+from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
+
+
+def make_tables(n_pat=200, ecgs_per=3, seed=0):
+    rng = np.random.default_rng(seed)
+    pats, metas, links, encs = [], [], [], []
+    k = 0
+    for p in range(n_pat):
+        pid = f"pat{p:08x}"
+        pats.append({"patient_ngsci_id": pid, "sex": "F" if p % 2 else "M",
+                     "race_black": p % 4 == 0, "race_hispanic": p % 4 == 1,
+                     "race_white": p % 4 == 2, "race_other": p % 4 == 3})
+        eid = f"enc{p:010x}"
+        tested = rng.random() < 0.3
+        encs.append({"patient_ngsci_id": pid, "ed_enc_id": eid, "age_at_admit": 50.0,
+                     "macetrop_pos_or_death_030": bool(rng.random() < 0.2),
+                     "stent_or_cabg_010_day": bool(tested and rng.random() < 0.4),
+                     "cath_010_day": tested, "exclude_modeling": bool(rng.random() < 0.2)})
+        for _ in range(ecgs_per):
+            ecg = f"ecg{k:010x}"
+            k += 1
+            metas.append({"patient_ngsci_id": pid, "ecg_id": ecg, "date": None,
+                          **{f: bool(rng.random() < 0.1) for f in CLASSICAL_FLAGS}})
+            links.append({"ecg_id": ecg, "ed_enc_id": eid})
+    return {"patient": pl.DataFrame(pats), "ecg_metadata": pl.DataFrame(metas),
+            "ecg_ed_enc": pl.DataFrame(links), "ed_encounter": pl.DataFrame(encs)}
+
+
+def test_labels_cohorts_and_split_fraction():
+    t = make_tables()
+    df, rej = cohort.build_cohort(t, seed=1)
+    assert len(df) == len(t["ecg_metadata"]) and rej.is_empty()
+    excluded = df.filter(pl.col("cohort") == "excluded")
+    assert excluded["split"].is_null().all()
+    assert set(df.filter(pl.col("cohort") != "excluded")["split"].unique()) == {
+        "train", "validation"}
+    assert df.filter(pl.col("cohort") == "untested")["acs"].sum() == 0
+    for name in ("tested", "untested"):
+        sub = df.filter(pl.col("cohort") == name)
+        pats = sub.group_by("patient_ngsci_id").agg(pl.col("split").first())
+        frac = (pats["split"] == "validation").mean()
+        assert abs(frac - 0.3) < 0.02
+    assert cohort.split_leaks(df) == {"patient_ngsci_id": 0, "waveform_sha256": 0}
+
+
+def test_split_is_seeded_and_order_independent():
+    t = make_tables()
+    a, _ = cohort.build_cohort(t, seed=5)
+    shuffled = {k: v.sample(fraction=1.0, shuffle=True, seed=9) for k, v in t.items()}
+    b, _ = cohort.build_cohort(shuffled, seed=5)
+    assert a.select("ecg_id", "split").equals(b.select("ecg_id", "split"))
+    c, _ = cohort.build_cohort(t, seed=6)
+    assert not a.select("split").equals(c.select("split"))
+
+
+def test_identical_waveforms_of_two_patients_stay_in_one_split():
+    t = make_tables(n_pat=60)
+    df0, _ = cohort.build_cohort(t, seed=2)
+    inc = df0.filter(pl.col("cohort") == "untested")
+    tr = inc.filter(pl.col("split") == "train")["ecg_id"][0]
+    va = inc.filter(pl.col("split") == "validation")["ecg_id"][0]
+    hashes = {e: f"h{i}" for i, e in enumerate(df0["ecg_id"])}
+    hashes[va] = hashes[tr]  # byte-identical waveform across two patients
+    df, _ = cohort.build_cohort(t, hashes, seed=2)
+    rows = df.filter(pl.col("ecg_id").is_in([tr, va]))
+    assert rows["split"].n_unique() == 1
+    assert rows["duplicate_of"].drop_nulls().to_list() == [min(tr, va)]
+    assert cohort.split_leaks(df)["waveform_sha256"] == 0
+
+
+def test_rejections_have_reasons():
+    t = make_tables(n_pat=10)
+    t["ecg_ed_enc"] = t["ecg_ed_enc"].slice(1)  # first ECG loses its encounter
+    t["ecg_metadata"] = pl.concat([t["ecg_metadata"], t["ecg_metadata"].slice(2, 1)])
+    t["patient"] = t["patient"].filter(pl.col("patient_ngsci_id") != "pat00000009")
+    df, rej = cohort.build_cohort(t)
+    reasons = dict(rej.group_by("reason").len().iter_rows())
+    assert reasons == {"no_encounter": 1, "duplicate_ecg_id": 1, "no_patient": 3}
+    assert len(df) + len(rej) == t["ecg_metadata"]["ecg_id"].n_unique()

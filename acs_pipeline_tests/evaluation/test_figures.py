@@ -1,0 +1,24 @@
+"""The report's figures: one PNG per panel."""
+
+import base64
+
+import pytest
+
+from acs_pipeline.evaluation import figures as report_figures
+from acs_pipeline.evaluation import report as R
+
+
+@pytest.fixture(scope="module")
+def figs() -> dict[str, str]:
+    inp = R.synthetic_evaluation_input(n=400, seed=3)
+    result = R.evaluate(inp, n_boot=50, seed=0)
+    return report_figures.figures(R._prepare(inp), result.details)
+
+
+def test_every_panel_is_a_png(figs):
+    assert set(figs) == {"roc", "pr", "calibration", "cumulative", "decision", "venn"}
+    for name, b64 in figs.items():
+        data = base64.b64decode(b64)
+        assert data[:8] == b"\x89PNG\r\n\x1a\n", name
+        assert len(data) > 5_000, name  # a drawn figure, not an empty canvas
+

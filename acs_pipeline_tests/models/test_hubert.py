@@ -1,0 +1,195 @@
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import acs_pipeline
+from acs_pipeline.models.hubert import (
+    INPUT_SAMPLES,
+    HuBERTForECGClassification,
+    HubertInputError,
+    class_pos_weights,
+    convert_weight_norm_keys,
+    hubert_config,
+    hubert_input,
+    positive_probability,
+    predict_tta,
+    random_crop_start,
+    tta_crop_starts,
+    weighted_bce_loss,
+)
+
+REFERENCE = (Path(acs_pipeline.__file__).parent / "models" / "reference"
+             / "acs_benchwork_state_dicts.json")
+POS_CONV = "hubert_ecg.encoder.pos_conv_embed.conv."
+
+
+@pytest.fixture(scope="module")
+def smoke_model() -> HuBERTForECGClassification:
+    torch.manual_seed(0)
+    return HuBERTForECGClassification(hubert_config("small", smoke=True))
+
+
+@pytest.mark.parametrize("size", ["small", "base", "large"])
+def test_layout_equals_released_weights(size):
+    ref = json.loads(REFERENCE.read_text())["models"][f"HuBERTForECGClassification_{size}"]
+    with torch.device("meta"):  # names and shapes only: no memory, no init cost
+        model = HuBERTForECGClassification(hubert_config(size))
+    layout = [(k, list(v.shape)) for k, v in model.state_dict().items()]
+    assert layout == list(ref["state_dict"].items())
+    assert sum(p.numel() for p in model.parameters()) == ref["parameters"]
+    assert not hasattr(model.hubert_ecg, "masked_spec_embed")
+
+
+def test_config_sizes_and_errors():
+    cfg = hubert_config("large")
+    assert (cfg.hidden_size, cfg.num_hidden_layers, cfg.num_attention_heads) == (960, 16, 12)
+    assert tuple(cfg.conv_stride) == (4, 2, 2, 2, 2) and tuple(cfg.conv_kernel) == (10, 3, 3, 2, 2)
+    with pytest.raises(HubertInputError, match="huge"):
+        hubert_config("huge")
+
+
+def test_smoke_forward_shapes_and_frames(smoke_model):
+    x = torch.randn(3, INPUT_SAMPLES)
+    logits = smoke_model(x)
+    assert logits.shape == (3, 2)
+    frames = smoke_model.hubert_ecg(x).last_hidden_state.shape[1]
+    assert frames == 93  # 6000 samples through strides 4,2,2,2,2
+    loss = weighted_bce_loss(logits, torch.tensor([1.0, 0.0, 1.0]), 2.0)
+    loss.backward()
+    assert smoke_model.classifier[0].weight.grad.abs().sum() > 0
+    assert smoke_model.hubert_ecg.feature_extractor.conv_layers[0].conv.weight.grad is not None
+    smoke_model.zero_grad()
+
+
+def test_padding_mask_pools_only_valid_frames(smoke_model):
+    smoke_model.eval()
+    x = torch.randn(1, INPUT_SAMPLES)
+    mask = torch.ones(1, INPUT_SAMPLES, dtype=torch.long)
+    with torch.no_grad():
+        torch.testing.assert_close(smoke_model(x, attention_mask=mask), smoke_model(x))
+
+
+def test_hubert_input_crops_orders_and_decimates():
+    b, length = 2, 5000
+    t = torch.arange(length, dtype=torch.float32)
+    leads = torch.arange(1, 13, dtype=torch.float32)[:, None]
+    x = (leads * 100 + 0 * t).expand(b, 12, length).clone()
+    out = hubert_input(x, 0)
+    assert out.shape == (b, INPUT_SAMPLES) and out.dtype == torch.float32
+    assert hubert_input(x.half(), 0).dtype == torch.float32
+    segments = out.view(b, 12, 500)
+    # lead j occupies samples [500 j, 500 (j+1)); away from the joins it is the constant (up to
+    # the Chebyshev filter's 0.05 dB passband ripple, applied twice)
+    torch.testing.assert_close(
+        segments[..., 100:400], (leads * 100).expand(b, 12, 300), rtol=0.015, atol=0
+    )
+
+    slow = torch.sin(2 * np.pi * 1.0 * t / 500)  # 1 Hz: passes the anti-alias filter
+    x = slow.expand(b, 12, length).clone()
+    start = 1234
+    out = hubert_input(x, start).view(b, 12, 500)
+    expected = slow[start : start + 2500 : 5]
+    torch.testing.assert_close(out[0, 5, 50:450], expected[50:450], atol=0.015, rtol=0)
+    torch.testing.assert_close(out[1], out[0])
+
+    fast = torch.sin(2 * np.pi * 120.0 * t / 500)  # above the new 50-Hz Nyquist: removed
+    out = hubert_input(fast.expand(1, 12, length).clone(), 0).view(12, 500)
+    assert out[:, 50:450].abs().max() < 1e-2
+
+
+def test_hubert_input_rejects_bad_input():
+    with pytest.raises(HubertInputError, match=r"\(B, 12, L\)"):
+        hubert_input(torch.zeros(2, 3, 5000), 0)
+    with pytest.raises(HubertInputError, match="crop_start"):
+        hubert_input(torch.zeros(1, 12, 5000), 2501)
+    x = torch.zeros(2, 12, 5000)
+    x[1, 4, 10] = float("nan")
+    with pytest.raises(HubertInputError, match=r"rows \[1\]"):
+        hubert_input(x, 0)
+
+
+def test_crop_starts():
+    assert tta_crop_starts(3) == [0, 1250, 2500]
+    assert tta_crop_starts(1) == [1250]
+    starts = {random_crop_start(torch.Generator().manual_seed(i)) for i in range(50)}
+    assert all(0 <= s <= 2500 for s in starts) and len(starts) > 40
+    rng = np.random.default_rng(0)
+    assert 0 <= random_crop_start(rng) <= 2500
+    with pytest.raises(HubertInputError):
+        tta_crop_starts(0)
+
+
+class CropProbe(nn.Module):
+    """Logits [m, 0] with m the mean of the input: P(ACS) = sigmoid(m) depends on the crop."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+        self.seen_training: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.seen_training.append(self.training)
+        m = x.mean(dim=1) + self.anchor
+        return torch.stack([m, torch.zeros_like(m)], dim=1)
+
+
+def test_predict_tta_takes_the_max_over_crops():
+    t = torch.arange(5000, dtype=torch.float32)
+    # row 0 rises over time (last crop best), row 1 falls (first crop best)
+    x = torch.stack([(t / 5000 - 0.5).expand(12, 5000), (0.5 - t / 5000).expand(12, 5000)])
+    probe = CropProbe().train()
+    probs = predict_tta(probe, x, n_crops=3)
+    assert probs.shape == (2,)
+    per_crop = torch.stack(
+        [positive_probability(probe(hubert_input(x, s))) for s in tta_crop_starts(3)]
+    )
+    torch.testing.assert_close(probs, per_crop.max(dim=0).values)
+    assert probs[0] == per_crop[2, 0] and probs[1] == per_crop[0, 1]
+    assert probs[0] > per_crop[0, 0]
+    assert probe.seen_training[:3] == [False, False, False] and probe.training
+
+
+def test_predict_tta_on_smoke_model(smoke_model):
+    probs = predict_tta(smoke_model, torch.randn(2, 12, 5000), n_crops=2)
+    assert probs.shape == (2,) and ((probs >= 0) & (probs <= 1)).all()
+
+
+def test_weighted_bce_loss_matches_manual():
+    logits = torch.tensor([[2.0, -1.0], [-0.5, 0.3], [0.1, 0.2]])
+    y = torch.tensor([1.0, 0.0, 0.0])
+    w = class_pos_weights(y)
+    torch.testing.assert_close(w, torch.tensor([2.0, 0.5]))
+    target = torch.stack([y, 1 - y], 1)
+    p = torch.sigmoid(logits)
+    manual = -(w * target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    torch.testing.assert_close(weighted_bce_loss(logits, y, w), manual)
+    torch.testing.assert_close(weighted_bce_loss(logits, y, 2.0), manual)
+    with pytest.raises(HubertInputError):
+        weighted_bce_loss(logits[:, :1], y, w)
+    with pytest.raises(HubertInputError, match="both"):
+        class_pos_weights(torch.ones(4))
+
+
+def test_both_weight_norm_spellings_load(smoke_model):
+    state = smoke_model.state_dict()
+    assert POS_CONV + "parametrizations.weight.original0" in state
+    legacy = convert_weight_norm_keys(dict(state), parametrized=False)
+    assert POS_CONV + "weight_g" in legacy and POS_CONV + "weight_v" in legacy
+    assert not any("parametrizations" in k for k in legacy)
+    back = convert_weight_norm_keys(dict(legacy), parametrized=True)
+    assert list(back) != [] and set(back) == set(state)
+
+    x = torch.randn(2, INPUT_SAMPLES)
+    smoke_model.eval()
+    with torch.no_grad():
+        expected = smoke_model(x)
+    for spelling in (legacy, state):
+        torch.manual_seed(5)
+        fresh = HuBERTForECGClassification(hubert_config("small", smoke=True)).eval()
+        fresh.load_state_dict(spelling)  # strict: every key matched after renaming
+        with torch.no_grad():
+            torch.testing.assert_close(fresh(x), expected)
