@@ -564,7 +564,9 @@ def test_gpu_overlay_reserves_a_gpu_for_the_code_service() -> None:
 
 
 def pinned(package: str) -> str:
-    for requirement in PYPROJECT["project"]["dependencies"]:
+    project = PYPROJECT["project"]
+    extras = [r for group in project["optional-dependencies"].values() for r in group]
+    for requirement in [*project["dependencies"], *extras]:
         if re.match(rf"{re.escape(package)}==", requirement):
             return requirement
     raise AssertionError(f"{package} is not pinned in pyproject.toml")
