@@ -1,16 +1,14 @@
-"""The classical-ECG baseline: unpenalised logistic regression on the four machine-read flags,
-and each flag (or any of them) used directly as a score."""
+"""The classical-ECG baseline: unpenalised logistic regression on the four machine-read flags."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 
-CLASSICAL_FLAGS = ("has_depress", "has_st_eleva", "has_twave_inver", "has_twave_abnormal")
-ANY_FLAG = "any_classical_flag"
+from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
 
 
 class BaselineError(ValueError):
@@ -85,24 +83,3 @@ def fit_logistic(
     model.fit(X, y.astype(int))
     return LogisticBaseline(model=model, feature_names=tuple(feature_names))
 
-
-def flag_scores(flags: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Each flag as its own 0/1 score (float arrays, in the given order), plus
-    ``any_classical_flag``: 1 where any of the four ``CLASSICAL_FLAGS`` is set."""
-    missing = [name for name in CLASSICAL_FLAGS if name not in flags]
-    if missing:
-        raise BaselineError(f"missing classical flags: {', '.join(missing)}")
-    scores: dict[str, np.ndarray] = {}
-    for name, values in flags.items():
-        arr = np.asarray(values, dtype=np.float64)
-        if arr.ndim != 1:
-            raise BaselineError(f"{name}: expected a 1-D array, got shape {arr.shape}")
-        _check_finite(arr, name)
-        _check_binary(arr, name)
-        scores[name] = arr
-    lengths = {name: len(arr) for name, arr in scores.items()}
-    if len(set(lengths.values())) > 1:
-        raise BaselineError(f"flags differ in length: {lengths}")
-    stacked = np.stack([scores[name] for name in CLASSICAL_FLAGS])
-    scores[ANY_FLAG] = stacked.max(axis=0)
-    return scores

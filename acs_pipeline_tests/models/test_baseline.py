@@ -2,13 +2,8 @@ import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
 
-from acs_pipeline.models.baseline import (
-    ANY_FLAG,
-    CLASSICAL_FLAGS,
-    BaselineError,
-    fit_logistic,
-    flag_scores,
-)
+from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
+from acs_pipeline.models.baseline import BaselineError, fit_logistic
 
 TRUE_COEFS = np.array([1.0, 0.8, -0.5, 0.3])
 TRUE_INTERCEPT = -1.5
@@ -77,28 +72,3 @@ def test_rejects_bad_inputs():
     with pytest.raises(BaselineError, match="has_depress"):
         fit_logistic(X, y).predict_proba(np.full((2, 4), np.nan))
 
-
-def test_flag_scores_each_flag_and_any():
-    flags = {
-        "has_depress": np.array([1, 0, 0, 0, 0]),
-        "has_st_eleva": np.array([0, 1, 0, 0, 0]),
-        "has_twave_inver": np.array([0, 0, 0, 1, 0]),
-        "has_twave_abnormal": np.array([True, False, False, True, False]),
-    }
-    scores = flag_scores(flags)
-    assert list(scores) == [*CLASSICAL_FLAGS, ANY_FLAG]
-    np.testing.assert_array_equal(scores[ANY_FLAG], [1.0, 1.0, 0.0, 1.0, 0.0])
-    np.testing.assert_array_equal(scores["has_twave_abnormal"], [1.0, 0.0, 0.0, 1.0, 0.0])
-    assert all(s.dtype == np.float64 for s in scores.values())
-
-
-def test_flag_scores_rejects_bad_flags():
-    good = {name: np.array([0, 1, 0]) for name in CLASSICAL_FLAGS}
-    with pytest.raises(BaselineError, match="missing classical flags: has_twave_inver"):
-        flag_scores({k: v for k, v in good.items() if k != "has_twave_inver"})
-    with pytest.raises(BaselineError, match="has_depress: 1 missing"):
-        flag_scores({**good, "has_depress": np.array([0.0, np.nan, 1.0])})
-    with pytest.raises(BaselineError, match="differ in length"):
-        flag_scores({**good, "has_st_eleva": np.array([0, 1])})
-    with pytest.raises(BaselineError, match="expected 0/1"):
-        flag_scores({**good, "has_st_eleva": np.array([0, 2, 1])})
