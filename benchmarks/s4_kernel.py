@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acs_pipeline.models.s4 import NPLRKernel, hippo_legs_nplr, reference_kernel  # noqa: E402
+from acs_pipeline.models.s4_kernel import NPLRKernel, hippo_legs_nplr, reference_kernel  # noqa: E402
 
 
 def build_kernel(d_model: int, d_state: int, l_max: int, seed: int) -> NPLRKernel:

@@ -33,7 +33,7 @@ SMOKE_RESNET = {"resnet18": (8, 32), "resnet50": (4, 16)}
 
 
 def _build_s4(profile: str) -> nn.Module:
-    from acs_pipeline.models.s4 import S4Model
+    from acs_pipeline.models.s4 import S4_SMOKE_KWARGS, S4Model
 
     if profile == "paper":
         return S4Model(
@@ -49,7 +49,7 @@ def _build_s4(profile: str) -> nn.Module:
             layer_norm=True,
             pooling=True,
         )
-    return S4Model(d_input=3, d_output=1, d_state=16, d_model=32, n_layers=2, dropout=0.2)
+    return S4Model(d_input=3, d_output=1, dropout=0.2, **S4_SMOKE_KWARGS)
 
 
 def zero_init_residuals(net: nn.Module) -> nn.Module:
