@@ -38,7 +38,9 @@ import pandas  # noqa: F401  pyarrow imports it on first use: a one-time cost, n
 import polars as pl
 from scipy import signal, stats
 
-from acs_pipeline.ingest import views as ingest
+from acs_pipeline.ingest.manifest import build_manifest
+from acs_pipeline.ingest.transform import VIEWS
+from acs_pipeline.ingest.views import ingest_view
 from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.synth import cohort as synth
@@ -101,9 +103,9 @@ REPEATS = 3  # full 3by4 ingests and naive runs, interleaved; set from --repeats
 def full_ingest(src: RawSource, st: Storage, view: str, workers: int = 1, manifest=None,
                 shard_digits: int | None = None):
     if manifest is None:
-        manifest, _ = ingest.build_manifest(src)
-    return ingest.ingest_view(src, st, manifest, view, code_version="bench", workers=workers,
-                              min_parallel=0, shard_digits=shard_digits or SHARD_DIGITS)
+        manifest, _ = build_manifest(src)
+    return ingest_view(src, st, manifest, view, code_version="bench", workers=workers,
+                       min_parallel=0, shard_digits=shard_digits or SHARD_DIGITS)
 
 
 def one_percent_update(src: RawSource, manifest: pl.DataFrame, view: str, store: Path,
@@ -113,12 +115,12 @@ def one_percent_update(src: RawSource, manifest: pl.DataFrame, view: str, store:
     drop = manifest.sample(fraction=0.01, seed=seed)["key"]
     before = manifest.filter(~pl.col("key").is_in(drop.implode()))
     st = Storage(str(store))
-    ingest.ingest_view(src, st, before, view, code_version="bench", shard_digits=SHARD_DIGITS)
+    ingest_view(src, st, before, view, code_version="bench", shard_digits=SHARD_DIGITS)
     with Clock() as incr:
-        m, counts = ingest.build_manifest(src, previous=before)
+        m, counts = build_manifest(src, previous=before)
         with Clock() as incr_view:
-            plus = ingest.ingest_view(src, st, m, view, code_version="bench",
-                                      shard_digits=SHARD_DIGITS)
+            plus = ingest_view(src, st, m, view, code_version="bench",
+                               shard_digits=SHARD_DIGITS)
     assert counts["hashed"] == len(drop) == plus.ecgs_computed, (counts, len(drop))
     return incr, incr_view, len(drop)
 
@@ -130,13 +132,13 @@ def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> fl
     for view in ("ecg_3by4", "ecg_12lead"):
         st = Storage(str(tmp / f"store_{view}"))
         with Clock() as listed:  # the ecg_manifest asset: list and hash every file
-            manifest, _ = ingest.build_manifest(src)
+            manifest, _ = build_manifest(src)
         with Clock() as full:
             rep = full_ingest(src, st, view, manifest=manifest)
         with Clock() as again:
-            m2, _ = ingest.build_manifest(src, previous=manifest)
-            rerun = ingest.ingest_view(src, st, m2, view, code_version="bench",
-                                       shard_digits=SHARD_DIGITS)
+            m2, _ = build_manifest(src, previous=manifest)
+            rerun = ingest_view(src, st, m2, view, code_version="bench",
+                                shard_digits=SHARD_DIGITS)
         assert rerun.shards_computed == 0
         # 1 % new files: ingest 99 %, then list and hash again and update (3 samples).
         updates = sorted((one_percent_update(src, manifest, view, tmp / f"{view}_incr{i}", i)
@@ -221,7 +223,7 @@ def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> fl
 
 
 def view_bytes(view: str) -> int:
-    return ingest.VIEWS[view] * 5000 * 8
+    return VIEWS[view] * 5000 * 8
 
 
 def _free_port() -> int:
@@ -256,7 +258,7 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
         with tempfile.TemporaryDirectory() as tmp:
             st = Storage(tmp)
             with Clock() as m:
-                manifest, _ = ingest.build_manifest(src)  # the ecg_manifest asset
+                manifest, _ = build_manifest(src)  # the ecg_manifest asset
             with Clock() as c:  # the tensor asset
                 rep = full_ingest(src, st, "ecg_3by4", manifest=manifest)
         rate = rep.rows / c.cpu

@@ -6,7 +6,7 @@ import json
 import dagster as dg
 
 from acs_pipeline.defs.resources import RawDataResource
-from acs_pipeline.ingest.views import NPZ_DIR
+from acs_pipeline.ingest.manifest import NPZ_DIR
 
 DATA_GROUPS = ("raw", "cohort", "tensors")
 # Runs that train: one at a time on the GPU (docker/dagster.yaml limits runs tagged

@@ -16,7 +16,7 @@ from acs_pipeline.definitions import defs
 from acs_pipeline.defs.automation import DATA_GROUPS, raw_data_sensor, shard_digests, weekly_full
 from acs_pipeline.defs.models.assets import MODELS
 from acs_pipeline.defs.resources import RawDataResource
-from acs_pipeline.ingest.views import NPZ_DIR
+from acs_pipeline.ingest.manifest import NPZ_DIR
 from acs_pipeline.io.rawsource import RawObject, RawSourceError
 from acs_pipeline_tests.s3_fixtures import s3_client
 

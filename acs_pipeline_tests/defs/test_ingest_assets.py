@@ -6,7 +6,8 @@ import pytest
 from acs_pipeline.definitions import defs
 from acs_pipeline.defs.ingest.assets import INGEST_CODE_VERSION, MANIFEST
 from acs_pipeline.defs.resources import resources_from_env
-from acs_pipeline.ingest import views as ingest
+from acs_pipeline.ingest import shards
+from acs_pipeline.ingest.views import ViewState, ingest_view
 from acs_pipeline.io import frames
 from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
@@ -32,7 +33,7 @@ def _data_version(instance: dg.DagsterInstance) -> str:
 
 @pytest.fixture(scope="module")
 def tiny_raw(tmp_path_factory):
-    from acs_pipeline_tests.ingest.test_views import write_tree
+    from acs_pipeline_tests.ingest.raw_tree import write_tree
 
     root = tmp_path_factory.mktemp("raw")
     write_tree(root / "ed-bwh-ecg" / "v1", n=24)
@@ -53,10 +54,10 @@ def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path)
 
         # The same view built in one call has the same content version.
         st = Storage(str(tmp_path / "storage"))
-        one = ingest.ingest_view(RawSource(str(tiny_raw / "ed-bwh-ecg" / "v1")),
-                                 Storage(str(tmp_path / "one")),
-                                 frames.read_parquet(st, MANIFEST), "ecg_3by4",
-                                 code_version=INGEST_CODE_VERSION)
+        one = ingest_view(RawSource(str(tiny_raw / "ed-bwh-ecg" / "v1")),
+                          Storage(str(tmp_path / "one")),
+                          frames.read_parquet(st, MANIFEST), "ecg_3by4",
+                          code_version=INGEST_CODE_VERSION)
         version = _data_version(instance)
         assert version == one.data_version
 
@@ -69,10 +70,10 @@ def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path)
 
 
 def test_small_updates_use_fewer_steps():
-    state = ingest.ViewState("ecg_3by4", "v", "tensors/ecg_3by4",
-                             {s: ({f"{s}/{i}": "h" for i in range(n)}, {}) for s, n in
-                              [("00", 10), ("01", 30), ("02", 10), ("03", 10)]},
-                             {s: [] for s in ("00", "01", "02", "03")}, {}, {}, [])
+    state = ViewState("ecg_3by4", "v", "tensors/ecg_3by4",
+                      {s: ({f"{s}/{i}": "h" for i in range(n)}, {}) for s, n in
+                       [("00", 10), ("01", 30), ("02", 10), ("03", 10)]},
+                      {s: [] for s in ("00", "01", "02", "03")}, {}, {}, [])
     assert state.chunks(8, min_files=1000) == [["00", "01", "02", "03"]]
     assert state.chunks(2, min_files=10) == [["00", "01"], ["02", "03"]]
     groups = state.chunks(8, min_files=1)
@@ -97,7 +98,7 @@ def test_a_failed_update_step_reexecutes_alone(tiny_raw, tmp_path, monkeypatch):
     _ENV.clear()
     _ENV.update(env_for(tiny_raw, tmp_path / "storage", ACS_INGEST_WORKERS="3",
                         ACS_INGEST_STEP_FILES="1", ACS_INGEST_SHARD_DIGITS="2"))
-    real = ingest._build_shard
+    real = shards.build_shard
 
     def fail_ab(task, *args, **kwargs):
         if task.shard == "ab":
@@ -105,10 +106,10 @@ def test_a_failed_update_step_reexecutes_alone(tiny_raw, tmp_path, monkeypatch):
         return real(task, *args, **kwargs)
 
     with dg.instance_for_test() as instance:
-        monkeypatch.setattr(ingest, "_build_shard", fail_ab)
+        monkeypatch.setattr(shards, "build_shard", fail_ab)
         first = dg.execute_job(dg.reconstructable(ingest_job), instance)
         assert not first.success
-        monkeypatch.setattr(ingest, "_build_shard", real)
+        monkeypatch.setattr(shards, "build_shard", real)
         again = dg.execute_job(dg.reconstructable(ingest_job), instance,
                                reexecution_options=dg.ReexecutionOptions.from_failure(
                                    first.run_id, instance))

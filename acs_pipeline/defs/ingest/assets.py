@@ -11,8 +11,17 @@ import polars as pl
 from acs_pipeline.cohort import build as cohort_lib
 from acs_pipeline.cohort import tables
 from acs_pipeline.defs.resources import PipelineSettings, RawDataResource, StorageResource
-from acs_pipeline.ingest import views as ingest
+from acs_pipeline.ingest.manifest import build_manifest
+from acs_pipeline.ingest.read import iter_view, view_rows
 from acs_pipeline.ingest.stats import combine_stats, tensor_stats
+from acs_pipeline.ingest.transform import REJECT_SCHEMA, VIEWS, rejects_frame
+from acs_pipeline.ingest.views import (
+    IngestReport,
+    UpdateCounts,
+    finish_view,
+    survey_view,
+    update_shards,
+)
 from acs_pipeline.io import frames
 from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
@@ -64,7 +73,7 @@ def _md(df: pl.DataFrame) -> dg.MetadataValue:
 def _manifest_asset(context, source: RawSource, storage: Storage, rel: str) -> dg.MaterializeResult:
     source.check()
     previous = frames.read_parquet(storage, rel) if storage.exists(rel) else None
-    manifest, counts = ingest.build_manifest(source, previous)
+    manifest, counts = build_manifest(source, previous)
     written = frames.write_parquet(storage, rel, manifest)
     version = hashlib.sha256(
         "".join(f"{k}{h}{s}" for k, h, s in manifest.select("key", "sha256", "status")
@@ -170,7 +179,7 @@ def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
     return dg.AssetCheckResult(passed=not any(leaks.values()), metadata=leaks)
 
 
-def _tensor_metadata(storage: Storage, report: ingest.IngestReport, listed: int, view: str,
+def _tensor_metadata(storage: Storage, report: IngestReport, listed: int, view: str,
                      prefix: str, rejects_uri: str, steps: list[dict]) -> dict:
     busy = sum(step["seconds"] for step in steps)
     meta = report.metadata()
@@ -184,7 +193,7 @@ def _tensor_metadata(storage: Storage, report: ingest.IngestReport, listed: int,
         "update_steps": len(steps),
         "update_step_seconds": round(busy, 2),
         "ecgs_per_step_second": round(report.ecgs_computed / busy, 1) if busy else 0.0,
-        "shape": f"(N, {ingest.VIEWS[view]}, 5000) float16",
+        "shape": f"(N, {VIEWS[view]}, 5000) float16",
         **{k: v for k, v in meta.items() if k not in ("index_path", "view", "seconds",
                                                       "workers")},
     }
@@ -203,8 +212,8 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
         return source, st, frames.read_parquet(st, manifest_rel)
 
     def survey(st: Storage, manifest: pl.DataFrame, raw: RawDataResource, **kwargs):
-        return ingest.survey_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
-                                  prefix=prefix, shard_digits=raw.shard_digits, **kwargs)
+        return survey_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
+                           prefix=prefix, shard_digits=raw.shard_digits, **kwargs)
 
     @dg.op(name=f"{name}_plan", ins={"manifest": dg.In(dg.Nothing)},
            out=dg.DynamicOut(list, io_manager_key="step_values"), retry_policy=RETRY_IO)
@@ -224,7 +233,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
         t0 = time.perf_counter()
         source, st, manifest = inputs(raw, storage)
         state = survey(st, manifest, raw, shards=shards)
-        counts = ingest.update_shards(state, source, st, shards)
+        counts = update_shards(state, source, st, shards)
         seconds = time.perf_counter() - t0
         context.log.info(f"{view}: shards {shards[0]}..{shards[-1]}: {counts.shards_computed} "
                          f"updated, {counts.ecgs_computed} ECGs computed in {seconds:.1f} s")
@@ -234,14 +243,14 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     def index(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
               steps: list):
         _, st, manifest = inputs(raw, storage)
-        counts = ingest.UpdateCounts()
+        counts = UpdateCounts()
         for step in steps:
-            counts = counts.add(ingest.UpdateCounts(step["shards_computed"],
-                                                    step["ecgs_computed"],
-                                                    step["rows_carried"]))
-        report = ingest.finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
+            counts = counts.add(UpdateCounts(step["shards_computed"],
+                                             step["ecgs_computed"],
+                                             step["rows_carried"]))
+        report = finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
         rej = frames.write_parquet(st, f"{prefix}/{view}/_rejects.parquet",
-                                   ingest.rejects_frame(report.rejects))
+                                   rejects_frame(report.rejects))
         context.log.info(f"{view}: {report.shards_computed} shards updated "
                          f"({report.ecgs_computed} ECGs computed, {report.rows_carried} "
                          f"carried), {report.shards_reused} reused, {report.rows} ECGs, "
@@ -257,9 +266,9 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 
 
 def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResult:
-    stats = combine_stats(tensor_stats(part.x) for part in ingest.iter_view(storage, view, prefix))
+    stats = combine_stats(tensor_stats(part.x) for part in iter_view(storage, view, prefix))
     return dg.AssetCheckResult(
-        passed=stats.ok and stats.channels == ingest.VIEWS[view] and stats.length == 5000,
+        passed=stats.ok and stats.channels == VIEWS[view] and stats.length == 5000,
         description=stats.describe(),
         metadata={"rows": stats.rows, "non_finite": stats.non_finite,
                   "flat_channels": stats.flat_channels, "out_of_range": stats.out_of_range,
@@ -270,7 +279,7 @@ def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResu
 def _accounting_check(storage: Storage, manifest_rel: str, view: str,
                       prefix: str) -> dg.AssetCheckResult:
     listed = frames.read_parquet(storage, manifest_rel).height
-    rows = ingest.view_rows(storage, view, prefix)
+    rows = view_rows(storage, view, prefix)
     rejected = frames.read_parquet(storage, f"{prefix}/{view}/_rejects.parquet").height
     return dg.AssetCheckResult(
         passed=rows + rejected == listed,
@@ -328,12 +337,12 @@ def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> d
     parts = [frames.read_parquet(st, COHORT_REJECTS).with_columns(
         key=pl.lit(None, pl.String), stage=pl.lit("cohort"))]
     for prefix, dataset in (("tensors", "v1"), (HOLDOUT_PREFIX, "holdout")):
-        for view in ingest.VIEWS:
+        for view in VIEWS:
             rel = f"{prefix}/{view}/_rejects.parquet"
             if st.exists(rel):
                 parts.append(frames.read_parquet(st, rel).with_columns(
                     stage=pl.lit(f"{dataset}:") + pl.col("stage")))
-    df = pl.concat([p.select(list(ingest.REJECT_SCHEMA)) for p in parts]).sort("stage", "ecg_id")
+    df = pl.concat([p.select(list(REJECT_SCHEMA)) for p in parts]).sort("stage", "ecg_id")
     w = frames.write_parquet(st, QUARANTINE, df)
     by_reason = df.group_by("stage", "reason").len().sort("stage", "reason")
     return dg.MaterializeResult(

@@ -11,7 +11,7 @@ import polars as pl
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
 from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, _md
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
-from acs_pipeline.ingest import views as ingest
+from acs_pipeline.ingest import read as ingest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.models.specs import TRAINING_CODE_VERSION, model_spec

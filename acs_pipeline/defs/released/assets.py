@@ -24,7 +24,7 @@ import polars as pl
 from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX
 from acs_pipeline.defs.models.assets import PREDICTIONS
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
-from acs_pipeline.ingest import views as ingest
+from acs_pipeline.ingest import read as ingest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 
