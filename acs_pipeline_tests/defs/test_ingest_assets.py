@@ -4,7 +4,8 @@ import dagster as dg
 import pytest
 
 from acs_pipeline.definitions import defs
-from acs_pipeline.defs.ingest.assets import INGEST_CODE_VERSION, MANIFEST
+from acs_pipeline.defs.common import MANIFEST
+from acs_pipeline.defs.ingest.tensors import INGEST_CODE_VERSION
 from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline.ingest import shards
 from acs_pipeline.ingest.views import ViewState, ingest_view

@@ -10,7 +10,7 @@ import numpy as np
 import polars as pl
 
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
-from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_MANIFEST
+from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_MANIFEST
 from acs_pipeline.defs.models.assets import MODELS, PREDICTIONS, read_result
 from acs_pipeline.defs.released.assets import released_scores
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource

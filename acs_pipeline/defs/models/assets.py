@@ -9,7 +9,7 @@ import dagster as dg
 import polars as pl
 
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
-from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, _md
+from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, md_table
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.ingest import read as ingest
 from acs_pipeline.io import frames
@@ -205,7 +205,7 @@ def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeRes
 
     return dg.MaterializeResult(
         metadata=_prediction_metadata(
-            w, coefficients=_md(coef),
+            w, coefficients=md_table(coef),
             auroc=dg.MetadataValue.float(auroc(df["acs"].to_numpy(), prob))),
         data_version=dg.DataVersion(w.version))
 

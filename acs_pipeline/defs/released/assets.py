@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import polars as pl
 
-from acs_pipeline.defs.ingest.assets import COHORT, EAGER, HOLDOUT_PREFIX
+from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX
 from acs_pipeline.defs.models.assets import PREDICTIONS
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.ingest import read as ingest

@@ -1,0 +1,48 @@
+"""The raw waveform listings: the dataset's and the holdout's manifests."""
+
+import hashlib
+
+import dagster as dg
+
+from acs_pipeline.defs.common import HOLDOUT_MANIFEST, MANIFEST, RETRY_IO, table_metadata
+from acs_pipeline.defs.resources import RawDataResource, StorageResource
+from acs_pipeline.ingest.manifest import build_manifest
+from acs_pipeline.io import frames
+from acs_pipeline.io.rawsource import RawSource
+from acs_pipeline.io.storage import Storage
+
+
+def _manifest_asset(context, source: RawSource, storage: Storage, rel: str) -> dg.MaterializeResult:
+    source.check()
+    previous = frames.read_parquet(storage, rel) if storage.exists(rel) else None
+    manifest, counts = build_manifest(source, previous)
+    written = frames.write_parquet(storage, rel, manifest)
+    version = hashlib.sha256(
+        "".join(f"{k}{h}{s}" for k, h, s in manifest.select("key", "sha256", "status")
+                .iter_rows()).encode()
+    ).hexdigest()[:16]
+    context.log.info(f"listed {counts['listed']} files, hashed {counts['hashed']}, "
+                     f"reused {counts['reused']} hashes, rejected {counts['rejected']}")
+    return dg.MaterializeResult(
+        metadata=table_metadata(written, source=source.root,
+                                **{f"files_{k}": v for k, v in counts.items()},
+                                total_bytes=int(manifest["size"].sum())),
+        data_version=dg.DataVersion(version),
+    )
+
+
+@dg.asset(group_name="raw", kinds={"parquet"}, code_version="1", retry_policy=RETRY_IO,
+          description="Every raw npz waveform file with its size, ETag and SHA-256.")
+def ecg_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
+                 storage: StorageResource) -> dg.MaterializeResult:
+    return _manifest_asset(context, raw.source(), storage.get(), MANIFEST)
+
+
+@dg.asset(group_name="raw", kinds={"parquet"}, code_version="1", retry_policy=RETRY_IO,
+          description="The unlabelled holdout waveform files with size, ETag and SHA-256.")
+def holdout_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
+                     storage: StorageResource) -> dg.MaterializeResult:
+    source = raw.holdout()
+    if source is None:
+        raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
+    return _manifest_asset(context, source, storage.get(), HOLDOUT_MANIFEST)

@@ -1,0 +1,175 @@
+"""The graph-backed tensor assets (plan -> parallel shard updates -> index) and their checks."""
+
+import time
+import warnings
+from dataclasses import asdict
+
+import dagster as dg
+import polars as pl
+
+from acs_pipeline.defs.common import EAGER, HOLDOUT_MANIFEST, HOLDOUT_PREFIX, MANIFEST, RETRY_IO
+from acs_pipeline.defs.ingest.raw import ecg_manifest, holdout_manifest
+from acs_pipeline.defs.resources import RawDataResource, StorageResource
+from acs_pipeline.ingest.read import iter_view, view_rows
+from acs_pipeline.ingest.stats import combine_stats, tensor_stats
+from acs_pipeline.ingest.transform import VIEWS, rejects_frame
+from acs_pipeline.ingest.views import (
+    IngestReport,
+    UpdateCounts,
+    finish_view,
+    survey_view,
+    update_shards,
+)
+from acs_pipeline.io import frames
+from acs_pipeline.io.storage import Storage
+
+INGEST_CODE_VERSION = "ingest-2"
+
+
+def _tensor_metadata(storage: Storage, report: IngestReport, listed: int, view: str,
+                     prefix: str, rejects_uri: str, steps: list[dict]) -> dict:
+    busy = sum(step["seconds"] for step in steps)
+    meta = report.metadata()
+    return {
+        "uri": dg.MetadataValue.path(storage.uri(f"{prefix}/{view}")),
+        "index": dg.MetadataValue.path(report.index_path),
+        "rejects_uri": dg.MetadataValue.path(rejects_uri),
+        "dagster/row_count": report.rows,
+        "listed": listed,
+        "bytes_per_ecg": round(report.bytes / max(report.rows, 1)),
+        "update_steps": len(steps),
+        "update_step_seconds": round(busy, 2),
+        "ecgs_per_step_second": round(report.ecgs_computed / busy, 1) if busy else 0.0,
+        "shape": f"(N, {VIEWS[view]}, 5000) float16",
+        **{k: v for k, v in meta.items() if k not in ("index_path", "view", "seconds",
+                                                      "workers")},
+    }
+
+
+def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: bool):
+    """The ops of a tensor view: plan (which shards are stale, in groups) -> one update step
+    per group (separate processes under the multiprocess executor, separate containers under
+    a per-step executor such as ECS's) -> write the index and report."""
+
+    def inputs(raw: RawDataResource, storage: StorageResource):
+        source = raw.holdout() if holdout else raw.source()
+        if source is None:
+            raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
+        st = storage.get()
+        return source, st, frames.read_parquet(st, manifest_rel)
+
+    def survey(st: Storage, manifest: pl.DataFrame, raw: RawDataResource, **kwargs):
+        return survey_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
+                           prefix=prefix, shard_digits=raw.shard_digits, **kwargs)
+
+    @dg.op(name=f"{name}_plan", ins={"manifest": dg.In(dg.Nothing)},
+           out=dg.DynamicOut(list, io_manager_key="step_values"), retry_policy=RETRY_IO)
+    def plan(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource):
+        _, st, manifest = inputs(raw, storage)
+        state = survey(st, manifest, raw)
+        groups = state.chunks(raw.workers(), raw.ingest_step_files)
+        context.log.info(f"{view}: {sum(map(len, groups))} of {len(state.shards)} shards to "
+                         f"update, in {len(groups)} step(s)")
+        for group in groups:
+            yield dg.DynamicOutput(group, mapping_key=f"shards_{group[0]}_{group[-1]}")
+
+    @dg.op(name=f"{name}_update", out=dg.Out(dict, io_manager_key="step_values"),
+           retry_policy=RETRY_IO)
+    def update(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
+               shards: list) -> dict:
+        t0 = time.perf_counter()
+        source, st, manifest = inputs(raw, storage)
+        state = survey(st, manifest, raw, shards=shards)
+        counts = update_shards(state, source, st, shards)
+        seconds = time.perf_counter() - t0
+        context.log.info(f"{view}: shards {shards[0]}..{shards[-1]}: {counts.shards_computed} "
+                         f"updated, {counts.ecgs_computed} ECGs computed in {seconds:.1f} s")
+        return {**asdict(counts), "seconds": seconds}
+
+    @dg.op(name=f"{name}_index", out=dg.Out(dg.Nothing), retry_policy=RETRY_IO)
+    def index(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
+              steps: list):
+        _, st, manifest = inputs(raw, storage)
+        counts = UpdateCounts()
+        for step in steps:
+            counts = counts.add(UpdateCounts(step["shards_computed"],
+                                             step["ecgs_computed"],
+                                             step["rows_carried"]))
+        report = finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
+        rej = frames.write_parquet(st, f"{prefix}/{view}/_rejects.parquet",
+                                   rejects_frame(report.rejects))
+        context.log.info(f"{view}: {report.shards_computed} shards updated "
+                         f"({report.ecgs_computed} ECGs computed, {report.rows_carried} "
+                         f"carried), {report.shards_reused} reused, {report.rows} ECGs, "
+                         f"{report.rejected} rejected")
+        with warnings.catch_warnings():  # Output(data_version=...) is marked beta
+            warnings.simplefilter("ignore", dg.BetaWarning)
+            out = dg.Output(None, metadata=_tensor_metadata(st, report, len(manifest), view,
+                                                            prefix, rej.uri, steps),
+                            data_version=dg.DataVersion(report.data_version))
+        yield out
+
+    return plan, update, index
+
+
+def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResult:
+    stats = combine_stats(tensor_stats(part.x) for part in iter_view(storage, view, prefix))
+    return dg.AssetCheckResult(
+        passed=stats.ok and stats.channels == VIEWS[view] and stats.length == 5000,
+        description=stats.describe(),
+        metadata={"rows": stats.rows, "non_finite": stats.non_finite,
+                  "flat_channels": stats.flat_channels, "out_of_range": stats.out_of_range,
+                  "max_abs_mv": stats.max_abs},
+    )
+
+
+def _accounting_check(storage: Storage, manifest_rel: str, view: str,
+                      prefix: str) -> dg.AssetCheckResult:
+    listed = frames.read_parquet(storage, manifest_rel).height
+    rows = view_rows(storage, view, prefix)
+    rejected = frames.read_parquet(storage, f"{prefix}/{view}/_rejects.parquet").height
+    return dg.AssetCheckResult(
+        passed=rows + rejected == listed,
+        description=f"{rows} accepted + {rejected} quarantined vs {listed} listed",
+        metadata={"listed": listed, "accepted": rows, "quarantined": rejected},
+    )
+
+
+def _view_assets(view: str, *, holdout: bool):
+    name = f"holdout_{view}" if holdout else view
+    manifest_asset = holdout_manifest if holdout else ecg_manifest
+    manifest_rel = HOLDOUT_MANIFEST if holdout else MANIFEST
+    prefix = HOLDOUT_PREFIX if holdout else "tensors"
+    what = "the holdout waveforms" if holdout else "the dataset's waveforms"
+    shape = "3 rows (3by4 page, band-passed)" if view == "ecg_3by4" else \
+        "12 leads reconstructed over 10 s"
+
+    plan, update, index = _view_graph(name, view, manifest_rel, prefix, holdout)
+
+    @dg.graph_asset(name=name, group_name="tensors", kinds={"numpy", "parquet"},
+                    code_version=INGEST_CODE_VERSION, automation_condition=EAGER,
+                    ins={"manifest": dg.AssetIn(manifest_asset.key, dagster_type=dg.Nothing)},
+                    description=f"Parquet tensor shards of {what}: {shape}, float16. Stale "
+                    "shards are updated in parallel steps (ACS_INGEST_WORKERS groups).")
+    def _asset(manifest):
+        return index(plan(manifest).map(update).collect())
+
+    @dg.asset_check(asset=name, name="tensor_values", blocking=True,
+                    description="Shape, finite values, amplitude range, flat channels.")
+    def _values(storage: StorageResource) -> dg.AssetCheckResult:
+        return _tensor_check(storage.get(), view, prefix)
+
+    @dg.asset_check(asset=name, name="every_file_accounted_for", blocking=True,
+                    description="Accepted + quarantined = listed.")
+    def _accounted(storage: StorageResource) -> dg.AssetCheckResult:
+        return _accounting_check(storage.get(), manifest_rel, view, prefix)
+
+    return _asset, _values, _accounted
+
+
+ecg_3by4, ecg_3by4_values, ecg_3by4_accounted = _view_assets("ecg_3by4", holdout=False)
+ecg_12lead, ecg_12lead_values, ecg_12lead_accounted = _view_assets("ecg_12lead", holdout=False)
+holdout_ecg_3by4, holdout_3by4_values, holdout_3by4_accounted = _view_assets(
+    "ecg_3by4", holdout=True)
+holdout_ecg_12lead, holdout_12lead_values, holdout_12lead_accounted = _view_assets(
+    "ecg_12lead", holdout=True)
