@@ -1,6 +1,6 @@
 """Benchmark of the evaluation: prints ONE JSON line.
 
-- ``seconds``: ``report.evaluate`` (compute only) on the synthetic input -- six predictors (five
+- ``seconds``: ``evaluate`` (compute only) on the synthetic input -- six predictors (five
   networks and the logistic regression) plus the oracle and the four flags, 1,295 ECGs, 2,000
   bootstrap replicates per predictor; median of ``--repeats`` runs after one warm-up.
 - ``seconds_with_html``: the same plus ``render_html`` (matplotlib figures, Jinja2).
@@ -25,7 +25,10 @@ import time
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from acs_pipeline.evaluation import metrics, report
+from acs_pipeline.evaluation.evaluate import evaluate
+from acs_pipeline.evaluation.ranking import bootstrap_auroc_ci
+from acs_pipeline.evaluation.report import render_html
+from acs_pipeline_tests.evaluation.fixtures import synthetic_evaluation_input
 
 
 def _median_time(fn, repeats: int) -> float:
@@ -57,25 +60,23 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
-    inp = report.synthetic_evaluation_input(n=args.n, seed=args.seed)
+    inp = synthetic_evaluation_input(n=args.n, seed=args.seed)
     y = np.asarray(inp.y)
     six = [ms for ms in inp.scores if ms.kind in ("model", "baseline")]
 
-    result = report.evaluate(inp, n_boot=args.n_boot, seed=args.seed)  # warm-up
-    seconds = _median_time(
-        lambda: report.evaluate(inp, n_boot=args.n_boot, seed=args.seed), args.repeats
-    )
+    result = evaluate(inp, n_boot=args.n_boot, seed=args.seed)  # warm-up
+    seconds = _median_time(lambda: evaluate(inp, n_boot=args.n_boot, seed=args.seed), args.repeats)
     seconds_html = _median_time(
-        lambda: report.render_html(inp, report.evaluate(inp, n_boot=args.n_boot, seed=args.seed)),
+        lambda: render_html(inp, evaluate(inp, n_boot=args.n_boot, seed=args.seed)),
         args.repeats,
     )
-    html_bytes = len(report.render_html(inp, result).encode())
+    html_bytes = len(render_html(inp, result).encode())
 
     vec_cis = {}
 
     def vectorised():
         for ms in six:
-            vec_cis[ms.name] = metrics.bootstrap_auroc_ci(y, ms.validation, args.n_boot, args.seed)
+            vec_cis[ms.name] = bootstrap_auroc_ci(y, ms.validation, args.n_boot, args.seed)
 
     bootstrap_seconds = _median_time(vectorised, args.repeats)
 

@@ -1,7 +1,7 @@
 """Figures of the evaluation report: ROC, precision-recall, calibration, cumulative risk,
 decision curves and the classical-flag Venn diagram, rendered to base64 PNG for the HTML.
 
-Imported by `report.render_html` when a report is rendered, so matplotlib loads only then.
+matplotlib is imported only when :func:`figures` draws (``Figure`` objects, no pyplot).
 """
 
 from __future__ import annotations
@@ -13,8 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from acs_pipeline.evaluation import metrics as M
-from acs_pipeline.evaluation.report import ANY_FLAG, CLASSICAL_FLAGS, _order, _Prepared
+from acs_pipeline.evaluation.calibration import cumulative_risk, net_benefit_treat_all
+from acs_pipeline.evaluation.flags import ANY_FLAG, flag_label
+from acs_pipeline.evaluation.inputs import Prepared, display_order
 
 
 def _png(fig: Any) -> str:
@@ -23,7 +24,7 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buf.getvalue()).decode("ascii")
 
 
-def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
+def figures(prep: Prepared, det: dict[str, Any]) -> dict[str, str]:
     """The report's figures as base64 PNGs, by name (matplotlib, no pyplot)."""
     import matplotlib
     from matplotlib.figure import Figure  # no pyplot: no global state, no backend switching
@@ -31,7 +32,7 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     from sklearn.metrics import precision_recall_curve, roc_curve
 
     y = prep.y
-    names = _order(prep, det["scores"])
+    names = display_order(prep, det["scores"])
     palette = matplotlib.colormaps["tab10"].colors
     colors = {n: palette[i % len(palette)] for i, n in enumerate(names)}
 
@@ -53,7 +54,7 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
             if not math.isnan(tm[y]):
                 x_value = 1 - tm["spec"] if x == "1-spec" else tm[x]
                 ax.plot(x_value, tm[y], markers[i % len(markers)], color="0.25", ms=7,
-                        mfc="none", label=CLASSICAL_FLAGS.get(name, name))
+                        mfc="none", label=flag_label(name))
 
     fig = Figure(figsize=(6.2, 5.6))
     ax = fig.subplots()
@@ -120,7 +121,7 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
     fig = Figure(figsize=(11, 4.6))
     ax1, ax2 = fig.subplots(1, 2)
     for name in names:
-        cr = M.cumulative_risk(y, prep.scores[name])
+        cr = cumulative_risk(y, prep.scores[name])
         ax1.plot(100 * cr["share_flagged"], 100 * cr["share_events"], label=name, **style(name))
         ax2.plot(100 * cr["share_flagged"], 100 * cr["observed_rate"], label=name, **style(name))
     ax1.plot([0, 100], [0, 100], color="0.7", lw=1, label="random")
@@ -143,7 +144,7 @@ def figures(prep: _Prepared, det: dict[str, Any]) -> dict[str, str]:
         ax = fig.subplots()
         for name in prob_names:
             ax.plot(thr, det["scores"][name]["net_benefit"], label=name, **style(name))
-        ax.plot(thr, M.net_benefit_treat_all(y, thr), color="0.45", lw=1.2, label="treat all")
+        ax.plot(thr, net_benefit_treat_all(y, thr), color="0.45", lw=1.2, label="treat all")
         ax.axhline(0, color="0.2", lw=1, label="treat none")
         ax.set(
             xlabel="threshold probability",

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from acs_pipeline.evaluation.metrics import auroc
+from acs_pipeline.evaluation.ranking import auroc
 from acs_pipeline.models.resnet1d import ResidualBlock1D
 from acs_pipeline.models.specs import model_spec
 from acs_pipeline.training import fit as training

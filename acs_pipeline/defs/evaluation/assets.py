@@ -19,7 +19,7 @@ from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 
 if TYPE_CHECKING:
-    from acs_pipeline.evaluation.report import EvaluationInput
+    from acs_pipeline.evaluation.inputs import EvaluationInput
 
 REPORT = "reports/evaluation_report.html"
 TABLE = "reports/benchmark_table"
@@ -40,9 +40,9 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
 
     The evaluation set is the validation ECGs that every model scored; ECGs that no model could
     score (their waveform was quarantined) are counted and named in the metadata. A model that
-    misses ECGs that others scored is an error raised by :func:`report.evaluate`.
+    misses ECGs that others scored is an error raised by :func:`evaluate.evaluate`.
     """
-    from acs_pipeline.evaluation import report
+    from acs_pipeline.evaluation.inputs import EvaluationInput, ModelScores
 
     val = frames.read_parquet(st, COHORT).filter(
         (pl.col("cohort") == "tested") & (pl.col("split") == "validation")).sort("ecg_id")
@@ -53,7 +53,7 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
     scores = []
     for m in MODELS:
         res = read_result(st, m, "acs")
-        scores.append(report.ModelScores(
+        scores.append(ModelScores(
             name=m, validation=preds[m]["prediction"].to_numpy(), kind="model",
             ecg_ids=preds[m]["ecg_id"].to_list(),
             lineage=f"{res.checkpoint_uri} (weights sha256 {res.weights_sha256[:12]}, "
@@ -61,7 +61,7 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
     released = released_scores(st, settings)  # "<model> (released)" rows, when imported
     scores.extend(released)
     b = preds[BASELINE]
-    scores.append(report.ModelScores(
+    scores.append(ModelScores(
         name=BASELINE, validation=b["prediction"].to_numpy(), kind="baseline",
         ecg_ids=b["ecg_id"].to_list(),
         lineage=st.uri(PREDICTIONS.format(model=BASELINE, name="validation"))))
@@ -71,13 +71,13 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
         o = ev.select("ecg_id").join(truth.select("ecg_id", "oracle_risk"), on="ecg_id",
                                      how="left")
         if o["oracle_risk"].null_count() == 0:
-            oracle = report.ModelScores(
+            oracle = ModelScores(
                 name="oracle", validation=o["oracle_risk"].to_numpy(), kind="oracle",
                 ecg_ids=o["ecg_id"].to_list(),
                 lineage=f"{settings.truth_uri} (synthetic latent risk: the best reachable score)")
             scores.append(oracle)
     version = hashlib.sha256(st.read_bytes(COHORT)).hexdigest()[:16]
-    inp = report.EvaluationInput(
+    inp = EvaluationInput(
         ecg_ids=ev["ecg_id"].to_list(), y=ev["acs"].to_numpy().astype(int), scores=scores,
         flags={f: ev[f].cast(pl.Int8).to_numpy() for f in CLASSICAL_FLAGS},
         sex=ev["sex"].to_numpy(), race=ev["race"].to_numpy(),
@@ -107,12 +107,13 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
 )
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource,
                       settings: PipelineSettings):
-    from acs_pipeline.evaluation import report
+    from acs_pipeline.evaluation.evaluate import evaluate
+    from acs_pipeline.evaluation.report import render_html
 
     st = storage.get()
     inp, extra = evaluation_input(st, settings)
-    result = report.evaluate(inp, n_boot=2000, seed=settings.seed)
-    html = report.render_html(inp, result).encode()
+    result = evaluate(inp, n_boot=2000, seed=settings.seed)
+    html = render_html(inp, result).encode()
     uri = st.write_bytes(REPORT, html)
     context.log.info(f"evaluation report written to {uri}")
     yield dg.MaterializeResult(

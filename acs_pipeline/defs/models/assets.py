@@ -148,7 +148,7 @@ def model_assets(model: str) -> list:
         prob = stages.predict_stage(st, res, sub.x)
         df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
         w = frames.write_csv(st, PREDICTIONS.format(model=model, name="validation"), df)
-        from acs_pipeline.evaluation.metrics import auroc
+        from acs_pipeline.evaluation.ranking import auroc
 
         return dg.MaterializeResult(
             metadata=_prediction_metadata(
@@ -201,7 +201,7 @@ def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeRes
                          df)
     coef = pl.DataFrame({"flag": list(model.coefficients),
                          "coefficient": list(model.coefficients.values())})
-    from acs_pipeline.evaluation.metrics import auroc
+    from acs_pipeline.evaluation.ranking import auroc
 
     return dg.MaterializeResult(
         metadata=_prediction_metadata(

@@ -1,13 +1,14 @@
-"""Tests for evaluation.metrics against sklearn, hand counts and an independent DeLong."""
+"""Tests for evaluation.ranking against sklearn, hand counts and an independent DeLong."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy import special, stats
+from scipy import stats
 from sklearn.metrics import average_precision_score, roc_auc_score
 
-from acs_pipeline.evaluation import metrics as M
+from acs_pipeline.evaluation import ranking
+from acs_pipeline_tests.evaluation.fixtures import labelled_scores as _data
 
 # --------------------------------------------------------------------------- reference DeLong
 
@@ -44,13 +45,6 @@ def _slow_paired(y: np.ndarray, a: np.ndarray, b: np.ndarray) -> tuple[float, fl
     return float(z), float(2 * stats.norm.sf(abs(z)))
 
 
-def _data(n: int = 400, seed: int = 0, shift: float = 0.8, decimals: int = 1):
-    rng = np.random.default_rng(seed)
-    y = (rng.uniform(size=n) < 0.39).astype(int)
-    s = np.round(rng.normal(size=n) + shift * y, decimals)  # rounding makes many ties
-    return y, s
-
-
 # --------------------------------------------------------------------------- AUROC
 
 
@@ -58,26 +52,26 @@ def _data(n: int = 400, seed: int = 0, shift: float = 0.8, decimals: int = 1):
 def test_auroc_equals_sklearn_with_ties(seed):
     y, s = _data(seed=seed)
     assert len(np.unique(s)) < len(s) / 4  # heavy ties
-    assert M.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert M.auroc(y.astype(bool), s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert ranking.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert ranking.auroc(y.astype(bool), s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
 
 
 def test_auroc_constant_scores_is_half_and_perfect_is_one():
     y = np.array([0, 1, 0, 1])
-    assert M.auroc(y, np.zeros(4)) == 0.5
-    assert M.auroc(y, np.array([0.1, 0.9, 0.2, 0.8])) == 1.0
+    assert ranking.auroc(y, np.zeros(4)) == 0.5
+    assert ranking.auroc(y, np.array([0.1, 0.9, 0.2, 0.8])) == 1.0
 
 
 @pytest.mark.parametrize("seed", [0, 3])
 def test_delong_ci_matches_structural_components(seed):
     y, s = _data(n=300, seed=seed)
     auc, var = _slow_delong_var(y, s)
-    got, lo, hi = M.delong_ci(y, s)
+    got, lo, hi = ranking.delong_ci(y, s)
     half = 1.959963984540054 * np.sqrt(var)
     assert got == pytest.approx(auc, abs=1e-12)
     assert lo == pytest.approx(auc - half, abs=1e-10)
     assert hi == pytest.approx(auc + half, abs=1e-10)
-    lo90, hi90 = M.delong_ci(y, s, alpha=0.10)[1:]
+    lo90, hi90 = ranking.delong_ci(y, s, alpha=0.10)[1:]
     assert hi90 - lo90 == pytest.approx(2 * 1.6448536269514722 * np.sqrt(var), abs=1e-10)
 
 
@@ -86,7 +80,7 @@ def test_delong_hanley_mcneil_ct_example():
     neg = np.repeat([1, 2, 3, 4, 5], [33, 6, 6, 11, 2])
     pos = np.repeat([1, 2, 3, 4, 5], [3, 2, 2, 11, 33])
     y = np.r_[np.zeros(neg.size, int), np.ones(pos.size, int)]
-    auc, lo, hi = M.delong_ci(y, np.r_[neg, pos])
+    auc, lo, hi = ranking.delong_ci(y, np.r_[neg, pos])
     assert round(auc, 3) == 0.893
     se = (hi - lo) / (2 * 1.959963984540054)
     # DeLong's SE is close to (not equal to) Hanley-McNeil's exponential approximation.
@@ -96,9 +90,9 @@ def test_delong_hanley_mcneil_ct_example():
 
 def test_delong_ci_clipped_to_unit_interval_and_perfect_separation():
     y = np.array([0, 0, 0, 1, 1, 1])
-    auc, lo, hi = M.delong_ci(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]))
+    auc, lo, hi = ranking.delong_ci(y, np.array([0.1, 0.2, 0.3, 0.7, 0.8, 0.9]))
     assert (auc, lo, hi) == (1.0, 1.0, 1.0)
-    auc, lo, hi = M.delong_ci(y, np.array([0.1, 0.5, 0.3, 0.4, 0.8, 0.9]))
+    auc, lo, hi = ranking.delong_ci(y, np.array([0.1, 0.5, 0.3, 0.4, 0.8, 0.9]))
     assert 0.0 <= lo <= auc <= hi == 1.0
 
 
@@ -108,19 +102,19 @@ def test_delong_paired_matches_reference(seed):
     rng = np.random.default_rng(seed + 10)
     s2 = np.round(0.5 * s + rng.normal(size=s.size), 1)  # correlated second model, with ties
     z_ref, p_ref = _slow_paired(y, s, s2)
-    z, p = M.delong_paired(y, s, s2)
+    z, p, _, _ = ranking.delong_paired(y, s, s2)
     assert z == pytest.approx(z_ref, rel=1e-9)
     assert p == pytest.approx(p_ref, rel=1e-8)
-    z_swapped, p_swapped = M.delong_paired(y, s2, s)
+    z_swapped, p_swapped, _, _ = ranking.delong_paired(y, s2, s)
     assert z_swapped == pytest.approx(-z) and p_swapped == pytest.approx(p)
-    z_d, p_d, diff, (lo, hi) = M.delong_paired_detail(y, s, s2)
-    assert diff == pytest.approx(M.auroc(y, s) - M.auroc(y, s2))
+    z_d, p_d, diff, (lo, hi) = ranking.delong_paired(y, s, s2)
+    assert diff == pytest.approx(ranking.auroc(y, s) - ranking.auroc(y, s2))
     assert lo < diff < hi
 
 
 def test_delong_paired_identical_scores():
     y, s = _data(n=100)
-    assert M.delong_paired(y, s, s.copy()) == (0.0, 1.0)
+    assert ranking.delong_paired(y, s, s.copy()) == (0.0, 1.0, 0.0, (0.0, 0.0))
 
 
 # --------------------------------------------------------------------------- bootstrap
@@ -128,7 +122,7 @@ def test_delong_paired_identical_scores():
 
 def test_bootstrap_replicates_equal_loop_reference():
     y, s = _data(n=200, seed=4)
-    reps = M.bootstrap_auroc_samples(y, s, n_boot=40, seed=7)
+    reps = ranking.bootstrap_auroc_samples(y, s, n_boot=40, seed=7)
     # Same draws as the implementation (a block of 256: positives, then negatives), by sklearn.
     rng = np.random.default_rng(7)
     pos, neg = s[y == 1], s[y == 0]
@@ -141,17 +135,17 @@ def test_bootstrap_replicates_equal_loop_reference():
 
 def test_bootstrap_reproducible_and_seed_dependent():
     y, s = _data(n=300, seed=1)
-    a = M.bootstrap_auroc_ci(y, s, n_boot=500, seed=3)
-    assert a == M.bootstrap_auroc_ci(y, s, n_boot=500, seed=3)
-    assert a != M.bootstrap_auroc_ci(y, s, n_boot=500, seed=4)
-    reps = M.bootstrap_auroc_samples(y, s, n_boot=600, seed=3)  # spans three blocks
-    np.testing.assert_array_equal(reps[:500], M.bootstrap_auroc_samples(y, s, 500, seed=3))
+    a = ranking.bootstrap_auroc_ci(y, s, n_boot=500, seed=3)
+    assert a == ranking.bootstrap_auroc_ci(y, s, n_boot=500, seed=3)
+    assert a != ranking.bootstrap_auroc_ci(y, s, n_boot=500, seed=4)
+    reps = ranking.bootstrap_auroc_samples(y, s, n_boot=600, seed=3)  # spans three blocks
+    np.testing.assert_array_equal(reps[:500], ranking.bootstrap_auroc_samples(y, s, 500, seed=3))
 
 
 def test_bootstrap_close_to_delong_on_large_sample():
     y, s = _data(n=6000, seed=2, decimals=3)
-    _, lo, hi = M.delong_ci(y, s)
-    blo, bhi = M.bootstrap_auroc_ci(y, s, n_boot=2000, seed=0)
+    _, lo, hi = ranking.delong_ci(y, s)
+    blo, bhi = ranking.bootstrap_auroc_ci(y, s, n_boot=2000, seed=0)
     assert blo == pytest.approx(lo, abs=0.006)
     assert bhi == pytest.approx(hi, abs=0.006)
 
@@ -161,16 +155,16 @@ def test_bootstrap_close_to_delong_on_large_sample():
 
 def test_auprc_equals_sklearn_average_precision():
     y, s = _data(seed=8)
-    assert M.auprc(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
+    assert ranking.auprc(y, s) == pytest.approx(average_precision_score(y, s), abs=1e-12)
 
 
 def test_threshold_metrics_hand_counts():
     y = np.array([1, 1, 1, 0, 0, 0, 0, 1])
     s = np.array([0.9, 0.6, 0.2, 0.7, 0.1, 0.3, 0.6, 0.4])
-    r = M.threshold_metrics(y, s, 0.6)  # >= 0.6 positive: 0.9(1) 0.6(1) 0.7(0) 0.6(0)
+    r = ranking.threshold_metrics(y, s, 0.6)  # >= 0.6 positive: 0.9(1) 0.6(1) 0.7(0) 0.6(0)
     assert (r["tp"], r["fp"], r["tn"], r["fn"]) == (2, 2, 2, 2)
     assert r["sens"] == 0.5 and r["spec"] == 0.5 and r["ppv"] == 0.5 and r["npv"] == 0.5
-    none = M.threshold_metrics(y, s, 2.0)
+    none = ranking.threshold_metrics(y, s, 2.0)
     assert np.isnan(none["ppv"]) and none["spec"] == 1.0 and none["sens"] == 0.0
 
 
@@ -178,15 +172,15 @@ def test_youden_threshold_hand_example():
     y = np.array([0, 0, 0, 1, 0, 1, 1, 1])
     s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])
     # thresholds: 0.4 -> sens 1, spec 0.75 (J .75); 0.6 -> sens .75, spec 1 (J .75): highest wins
-    assert M.youden_threshold(y, s) == pytest.approx(0.6)
+    assert ranking.youden_threshold(y, s) == pytest.approx(0.6)
     # inverted score: no threshold beats J = 0
-    assert M.youden_threshold(y, -s) == np.inf
+    assert ranking.youden_threshold(y, -s) == np.inf
 
 
 def test_topk_ppv_equals_sensitivity_with_ties_and_breaks_ties_by_order():
     y = np.array([0, 1, 1, 0, 1, 0])
     s = np.array([0.9, 0.5, 0.5, 0.5, 0.1, 0.2])  # 3 positives; 3 ECGs tied at 0.5
-    r = M.topk_metrics(y, s)
+    r = ranking.topk_metrics(y, s)
     assert r["k"] == 3 and r["ppv"] == r["sens"]
     # stable order: 0.9 (idx 0), then the first two of the tie (idx 1, 2) -> 2 true positives
     np.testing.assert_array_equal(np.flatnonzero(r["selected"]), [0, 1, 2])
@@ -196,110 +190,12 @@ def test_topk_ppv_equals_sensitivity_with_ties_and_breaks_ties_by_order():
     assert r["ppv_tie_expected"] == pytest.approx((2 * 2 / 3) / 3)
     # reversing the order of the tied cases changes the pick but not the expected value
     perm = np.array([0, 3, 2, 1, 4, 5])
-    r2 = M.topk_metrics(y[perm], s[perm])
+    r2 = ranking.topk_metrics(y[perm], s[perm])
     assert r2["tp"] == 1 and r2["ppv_tie_expected"] == pytest.approx(r["ppv_tie_expected"])
 
 
 @pytest.mark.parametrize("seed", range(5))
 def test_topk_ppv_equals_sensitivity_random(seed):
     y, s = _data(n=257, seed=seed, decimals=0)
-    r = M.topk_metrics(y, s)
+    r = ranking.topk_metrics(y, s)
     assert r["ppv"] == r["sens"] and r["selected"].sum() == y.sum()
-
-
-# --------------------------------------------------------------------------- calibration etc.
-
-
-def test_calibration_of_calibrated_data():
-    rng = np.random.default_rng(0)
-    p = special.expit(rng.normal(-0.5, 1.2, size=40_000))
-    y = (rng.uniform(size=p.size) < p).astype(int)
-    c = M.calibration(y, p)
-    assert c["slope"] == pytest.approx(1.0, abs=0.05)
-    assert c["intercept"] == pytest.approx(0.0, abs=0.05)
-    assert c["citl"] == pytest.approx(0.0, abs=0.05)
-    assert c["brier"] == pytest.approx(np.mean((p - y) ** 2))
-    assert c["bin_count"].sum() == p.size and len(c["bin_count"]) == 10
-    np.testing.assert_allclose(c["bin_observed"], c["bin_mean_predicted"], atol=0.03)
-
-
-def test_calibration_detects_overconfidence():
-    rng = np.random.default_rng(1)
-    true = rng.normal(-0.5, 1.0, size=40_000)
-    y = (rng.uniform(size=true.size) < special.expit(true)).astype(int)
-    c = M.calibration(y, special.expit(2.0 * true + 0.4), strategy="uniform")
-    assert c["slope"] == pytest.approx(0.5, abs=0.04)
-    assert c["intercept"] == pytest.approx(-0.2, abs=0.05)
-
-
-def test_net_benefit_hand_computed():
-    y = np.array([1, 1, 0, 0, 0])
-    p = np.array([0.9, 0.3, 0.6, 0.1, 0.2])
-    nb = M.net_benefit(y, p, [0.25, 0.5])
-    # t=.25: positives 0.9, 0.3, 0.6 -> tp 2, fp 1: 2/5 - 1/5 * 1/3
-    # t=.5: 0.9, 0.6 -> tp 1, fp 1: 1/5 - 1/5
-    np.testing.assert_allclose(nb, [2 / 5 - 1 / 15, 0.0])
-    np.testing.assert_allclose(M.net_benefit_treat_all(y, [0.25]), [0.4 - 0.6 / 3])
-    with pytest.raises(M.MetricInputError, match="inside"):
-        M.net_benefit(y, p, [0.0, 0.5])
-
-
-def test_subgroup_auroc_values_order_and_reasons():
-    y, s = _data(n=400, seed=6)
-    g = np.where(np.arange(400) % 2 == 0, "F", "M").astype(object)
-    g[:10] = None
-    g[10:15] = "X"
-    rows = M.subgroup_auroc(y, s, g, order=["M", "F"])
-    assert [r["group"] for r in rows] == ["M", "F", "X", "missing"]
-    by = {r["group"]: r for r in rows}
-    mask = g == "F"
-    assert by["F"]["auroc"] == pytest.approx(roc_auc_score(y[mask], s[mask]))
-    assert by["F"]["n"] == mask.sum() and by["F"]["positives"] == y[mask].sum()
-    assert np.isnan(by["X"]["auroc"]) and by["X"]["reason"] == "n < 20"
-    one = M.subgroup_auroc(
-        np.r_[np.zeros(30), np.ones(30)], np.arange(60.0), ["a"] * 30 + ["b"] * 30
-    )
-    assert all(r["reason"] == "only one class" and np.isnan(r["auroc"]) for r in one)
-
-
-def test_classical_comparison_counts():
-    y = np.array([1, 1, 1, 0, 0, 0])
-    s = np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3])  # top-3: idx 0, 1, 3
-    flags = {"st": np.array([1, 0, 0, 0, 0, 0]), "tw": np.array([0, 0, 1, 1, 0, 0])}
-    c = M.classical_comparison(y, s, flags)
-    assert (c["n_model_only"], c["n_both"], c["n_classical_only"], c["n_neither"]) == (1, 2, 1, 2)
-    assert c["share_flagged_no_classical"] == pytest.approx(1 / 3)
-    assert c["n_tp"] == 2 and c["share_tp_no_classical"] == pytest.approx(1 / 2)
-
-
-def test_cumulative_risk():
-    r = M.cumulative_risk([1, 0, 1, 0], [0.9, 0.8, 0.1, 0.5])
-    np.testing.assert_allclose(r["share_events"], [0.5, 0.5, 0.5, 1.0])
-    np.testing.assert_allclose(r["observed_rate"], [1.0, 0.5, 1 / 3, 0.5])
-
-
-# --------------------------------------------------------------------------- bad input
-
-
-@pytest.mark.parametrize(
-    "fn",
-    [M.auroc, M.delong_ci, M.auprc, M.youden_threshold, M.topk_metrics, M.bootstrap_auroc_ci],
-)
-def test_single_class_raises_clear_error(fn):
-    with pytest.raises(M.MetricInputError, match=r"needs both classes.*all 5 labels are negatives"):
-        fn(np.zeros(5), np.arange(5.0))
-
-
-def test_bad_inputs():
-    with pytest.raises(M.MetricInputError, match="only 0/1"):
-        M.auroc([0, 1, 2], [0.1, 0.2, 0.3])
-    with pytest.raises(M.MetricInputError, match="2 non-finite"):
-        M.auroc([0, 1, 1, 0], [0.1, np.nan, 0.3, np.inf])
-    with pytest.raises(M.MetricInputError, match="has 3 values but y has 4"):
-        M.auroc([0, 1, 1, 0], [0.1, 0.2, 0.3])
-    with pytest.raises(M.MetricInputError, match=r"probabilities in \[0, 1\]"):
-        M.calibration([0, 1], [0.5, 1.5])
-    with pytest.raises(M.MetricInputError, match="1-D"):
-        M.auroc(np.zeros((2, 2)), np.zeros((2, 2)))
-    with pytest.raises(M.MetricInputError, match="k must be"):
-        M.topk_metrics([0, 1], [0.1, 0.2], k=3)
