@@ -27,15 +27,14 @@ from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.ingest import read as ingest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
+from acs_pipeline.models.released import MANIFEST, RELEASED_MODELS, RELEASED_VIEWS, released_label
 
 if TYPE_CHECKING:
     from acs_pipeline.evaluation.report import ModelScores
 
-# torch is imported inside the asset functions (through acs_pipeline.models.released), so
-# loading the definitions stays fast.
+# torch is imported inside the asset functions (through acs_pipeline.models.released.files and
+# .predict), so loading the definitions stays fast.
 
-RELEASED_MODELS = ("s4", "resnet18", "hubert")
-RELEASED_VIEWS = {"s4": "ecg_3by4", "resnet18": "ecg_3by4", "hubert": "ecg_12lead"}
 RELEASED_CODE_VERSION = "released-1"
 VALIDATION = "released_validation"
 HOLDOUT = "released_holdout"
@@ -63,17 +62,17 @@ def _released_root(storage: StorageResource, settings: PipelineSettings) -> Stor
 def released_weights(
     context: dg.AssetExecutionContext, storage: StorageResource, settings: PipelineSettings
 ):
-    from acs_pipeline.models import released
+    from acs_pipeline.models.released.files import import_released
 
     source = _released_root(storage, settings)
     if source is None:
         context.log.info(NOT_CONFIGURED.format(what="released_weights and released predictions"))
         return
     st = storage.get()
-    imported = released.import_released(source, st)
+    imported = import_released(source, st)
     meta: dict = {
         "source": source.root,
-        "manifest": dg.MetadataValue.path(st.uri(released.MANIFEST)),
+        "manifest": dg.MetadataValue.path(st.uri(MANIFEST)),
         "models": dg.MetadataValue.json([m.name for m in imported]),
         "missing": dg.MetadataValue.json(
             [m for m in RELEASED_MODELS if m not in {i.name for i in imported}]
@@ -124,29 +123,30 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
         context: dg.AssetExecutionContext, storage: StorageResource, settings: PipelineSettings
     ):
         from acs_pipeline.evaluation.metrics import auroc
-        from acs_pipeline.models import released
+        from acs_pipeline.models.released.files import load_imported
+        from acs_pipeline.models.released.predict import predict_released
         from acs_pipeline.training import stages
 
         if not settings.released_weights_uri:
             context.log.info(NOT_CONFIGURED.format(what=f"{model}/released_predictions"))
             return
         st = storage.get()
-        loaded = released.load_imported(st, model)
+        loaded = load_imported(st, model)
         if loaded is None:
             context.log.info(
                 f"no released {model} file among the imported weights "
-                f"({st.uri(released.MANIFEST)}): {model}/released_predictions skipped"
+                f"({st.uri(MANIFEST)}): {model}/released_predictions skipped"
             )
             return
         stages.set_threads(settings.torch_threads)
         val = _validation_rows(st)
         tset = ingest.load_view(st, view)
         have = val.filter(pl.col("ecg_id").is_in(tset.ecg_ids.tolist())).sort("ecg_id")
-        prob = released.predict_released(loaded, tset.select(have["ecg_id"].to_list()).x)
+        prob = predict_released(loaded, tset.select(have["ecg_id"].to_list()).x)
         df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
         wv = frames.write_csv(st, PREDICTIONS.format(model=model, name=VALIDATION), df)
         hold = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
-        hp = released.predict_released(loaded, hold.x)
+        hp = predict_released(loaded, hold.x)
         hdf = pl.DataFrame({"ecg_id": hold.ecg_ids.tolist(), "acs": hp})
         wh = frames.write_csv(st, PREDICTIONS.format(model=model, name=HOLDOUT), hdf)
         y = df["acs"].to_numpy()
@@ -180,9 +180,9 @@ def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScore
     if not settings.released_weights_uri:
         return []
     from acs_pipeline.evaluation import report
-    from acs_pipeline.models import released
+    from acs_pipeline.models.released.files import read_manifest
 
-    manifest = released.read_manifest(st)
+    manifest = read_manifest(st)
     scores = []
     for model in RELEASED_MODELS:
         rel = PREDICTIONS.format(model=model, name=VALIDATION)
@@ -192,7 +192,7 @@ def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScore
         info = manifest[model]
         scores.append(
             report.ModelScores(
-                name=released.released_label(model),
+                name=released_label(model),
                 validation=p["prediction"].to_numpy(),
                 kind="model",
                 ecg_ids=p["ecg_id"].to_list(),

@@ -1,24 +1,10 @@
-"""The authors' released weights: find them under a root, read them safely, map them onto our
-modules strictly and predict with them (no training).
+"""One released file, read safely and loaded strictly into the benchmark module.
 
-A released-weights root is a local directory or an ``s3://bucket/prefix`` (read with boto3 through
-:class:`~acs_pipeline.io.storage.Storage`; the endpoint is an argument). Its top level holds at most
-one file per model, matched case-insensitively against these names (the first is canonical):
-
-========== ======================================================== ============================
-model      file names                                               format
-========== ======================================================== ============================
-s4         ``s4.ckpt``, ``s4_acs.ckpt``                             Lightning ``.ckpt``
-resnet18   ``resnet18.ckpt``, ``resnet18_1d.ckpt``,                 Lightning ``.ckpt``
-           ``resnet18_acs.ckpt``
-hubert     ``hubert_ecg.pt``, ``hubert_ecg_acs.pt``, ``hubert.pt``  HuBERT-ECG ``torch.save`` dict
-========== ======================================================== ============================
-
-* Lightning ``.ckpt``: the ``state_dict`` entry holds the parameters and buffers, either under the
-  network's own names (the authors' LightningModules are the networks) or all under one module
-  prefix (``model.``, ``net.``...), which is stripped. Known ``hyper_parameters`` (S4:
-  ``d_model``, ``prenorm``...; ResNet-18: ``channels``, ``hidden_dim``...) must equal the
-  benchmark architecture's.
+* Lightning ``.ckpt`` (S4, ResNet-18): the ``state_dict`` entry holds the parameters and buffers,
+  either under the network's own names (the authors' LightningModules are the networks) or all
+  under one module prefix (``model.``, ``net.``...), which is stripped. Known
+  ``hyper_parameters`` (S4: ``d_model``, ``prenorm``...; ResNet-18: ``channels``,
+  ``hidden_dim``...) must equal the benchmark architecture's.
 * HuBERT-ECG: ``model_config`` is a pickled ``hubert_ecg.HuBERTECGConfig`` (read as an inert
   stand-in through the allow-listing unpickler of :mod:`acs_pipeline.models.checkpoints`; its
   code never runs) and ``model_state_dict`` the weights. The size (small/base/large) follows from
@@ -35,18 +21,15 @@ pickles anything outside the allow-list is refused with the offending global nam
 
 from __future__ import annotations
 
-import json
 import math
-import tempfile
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from acs_pipeline.io.storage import Storage, sha256_file
+from acs_pipeline.io.storage import sha256_file
 from acs_pipeline.models.checkpoints import (
     LIGHTNING_PREFIX,
     RELEASED_CHECKPOINT_GLOBALS,
@@ -57,36 +40,17 @@ from acs_pipeline.models.checkpoints import (
     match_state_dict,
 )
 from acs_pipeline.models.registry import build_model
+from acs_pipeline.models.released import RELEASED_FILES, RELEASED_MODELS
 from acs_pipeline.models.specs import model_spec
 
 __all__ = [
     "HUBERT_SIZES",
     "IGNORED_KEYS",
-    "MANIFEST",
-    "RELEASED_FILES",
-    "RELEASED_MODELS",
     "LoadedRelease",
     "ReleasedModel",
     "ReleasedWeightsError",
-    "find_released",
-    "import_released",
-    "load_imported",
     "load_released",
-    "predict_released",
-    "read_manifest",
-    "released_label",
 ]
-
-RELEASED_FILES: dict[str, tuple[str, ...]] = {
-    "s4": ("s4.ckpt", "s4_acs.ckpt"),
-    "resnet18": ("resnet18.ckpt", "resnet18_1d.ckpt", "resnet18_acs.ckpt"),
-    "hubert": ("hubert_ecg.pt", "hubert_ecg_acs.pt", "hubert.pt"),
-}
-RELEASED_MODELS: tuple[str, ...] = tuple(RELEASED_FILES)
-LIGHTNING_MODELS = ("s4", "resnet18")
-# Where an import puts the verified copies and their manifest, under the storage root.
-PREFIX = "models/released"
-MANIFEST = f"{PREFIX}/manifest.json"
 
 # (hidden_size, num_hidden_layers) -> HuBERT-ECG size.
 HUBERT_SIZES: dict[tuple[int, int], str] = {
@@ -165,40 +129,6 @@ class LoadedRelease:
 
     info: ReleasedModel
     module: nn.Module
-
-
-# ------------------------------------------------------------------------------- finding files
-
-
-def find_released(source: Storage) -> dict[str, str]:
-    """The released files at the top level of ``source``: model -> key (see the module doc).
-
-    Raises :class:`ReleasedWeightsError` when two files claim one model.
-    """
-    found: dict[str, list[str]] = {}
-    for rel in source.list(""):
-        if "/" in rel:
-            continue
-        for model, names in RELEASED_FILES.items():
-            if rel.lower() in names:
-                found.setdefault(model, []).append(rel)
-    ambiguous = {m: keys for m, keys in found.items() if len(keys) > 1}
-    if ambiguous:
-        raise ReleasedWeightsError(
-            f"{source.root}: more than one released file per model: "
-            + "; ".join(f"{m}: {', '.join(sorted(k))}" for m, k in sorted(ambiguous.items()))
-        )
-    return {m: found[m][0] for m in RELEASED_MODELS if m in found}
-
-
-def _local_file(storage: Storage, rel: str, scratch: Path) -> Path:
-    """A local path holding ``rel``: the file itself for local roots, else a download."""
-    if not storage.is_s3:
-        return Path(storage.uri(rel))
-    return storage.get_file(rel, scratch / PurePosixPath(rel).name)
-
-
-# ------------------------------------------------------------------------------------ loading
 
 
 def _jsonable(value: Any) -> Any:
@@ -400,103 +330,3 @@ def load_released(model: str, path: str | Path, *, source_uri: str | None = None
         ignored_keys=ignored,
     )
     return LoadedRelease(info, module)
-
-
-# ---------------------------------------------------------------------------------- importing
-
-
-def read_manifest(target: Storage) -> dict[str, ReleasedModel]:
-    """The imported released models recorded under ``target`` (empty when none)."""
-    if not target.exists(MANIFEST):
-        return {}
-    data = json.loads(target.read_bytes(MANIFEST))
-    return {name: ReleasedModel.from_dict(entry) for name, entry in data["models"].items()}
-
-
-def import_released(
-    source: Storage, target: Storage, *, scratch: Path | None = None
-) -> list[ReleasedModel]:
-    """Verify every released file under ``source`` and copy it to ``target`` under
-    ``models/released/<model>/<file>`` with a manifest (``models/released/manifest.json``).
-
-    Each file is loaded into its module (allow-listed, strict) before it is copied; a copy whose
-    SHA-256 is already recorded is not uploaded again. Raises :class:`ReleasedWeightsError` when
-    ``source`` holds none of the documented file names.
-    """
-    found = find_released(source)
-    if not found:
-        listed = [k for k in source.list("") if "/" not in k][:20]
-        expected = "; ".join(f"{m}: {', '.join(n)}" for m, n in RELEASED_FILES.items())
-        raise ReleasedWeightsError(
-            f"{source.root}: no released weights found (expected {expected}); top-level files: "
-            f"{listed or 'none'}"
-        )
-    previous = read_manifest(target)
-    imported: list[ReleasedModel] = []
-    for model, rel in found.items():
-        with tempfile.TemporaryDirectory(prefix="acs-released-", dir=scratch) as tmp:
-            path = _local_file(source, rel, Path(tmp))
-            info = load_released(model, path, source_uri=source.uri(rel)).info
-            stored = f"{PREFIX}/{model}/{PurePosixPath(rel).name}"
-            old = previous.get(model)
-            same = (
-                old is not None
-                and old.sha256 == info.sha256
-                and old.stored_rel == stored
-                and target.exists(stored)
-                and target.size(stored) == info.bytes
-            )
-            if not same:
-                target.put_file(stored, path)
-            imported.append(ReleasedModel.from_dict({**info.to_dict(), "stored_rel": stored}))
-    manifest = {"source": source.root, "models": {m.name: m.to_dict() for m in imported}}
-    target.write_bytes(MANIFEST, json.dumps(manifest, indent=1, sort_keys=True).encode())
-    return imported
-
-
-def load_imported(
-    target: Storage, model: str, *, scratch: Path | None = None
-) -> LoadedRelease | None:
-    """Load the imported copy of released ``model`` from ``target``; None when the manifest does
-    not list it. The copy must still have the SHA-256 recorded at import."""
-    entry = read_manifest(target).get(model)
-    if entry is None:
-        return None
-    with tempfile.TemporaryDirectory(prefix="acs-released-", dir=scratch) as tmp:
-        path = _local_file(target, entry.stored_rel, Path(tmp))
-        digest = sha256_file(path)
-        if digest != entry.sha256:
-            raise ReleasedWeightsError(
-                f"{target.uri(entry.stored_rel)}: SHA-256 {digest[:16]}... differs from the "
-                f"{entry.sha256[:16]}... recorded at import; run the import again"
-            )
-        loaded = load_released(model, path, source_uri=entry.source_uri)
-    loaded.info = ReleasedModel.from_dict(
-        {**loaded.info.to_dict(), "stored_rel": entry.stored_rel, "file_name": entry.file_name}
-    )
-    return loaded
-
-
-# --------------------------------------------------------------------------------- predicting
-
-
-def predict_released(loaded: LoadedRelease, x: np.ndarray) -> np.ndarray:
-    """ACS probabilities (N,) of a released model on (N, C, L) float16/float32 tensors of its view
-    (C = 3 for S4 and ResNet-18, 12 for HuBERT-ECG; L = 5000 in the pipeline). HuBERT-ECG takes
-    the maximum over three 5-s crops, as the benchmark's HuBERT predictions do."""
-    from acs_pipeline.training import stages
-
-    channels = 12 if loaded.info.view == "ecg_12lead" else 3
-    if x.ndim != 3 or x.shape[1] != channels:
-        raise ReleasedWeightsError(
-            f"{loaded.info.name}: expected tensors of shape (N, {channels}, L) "
-            f"({loaded.info.view}), got {tuple(x.shape)}"
-        )
-    if not len(x):
-        return np.empty(0, dtype=np.float64)
-    return stages.predict_model(loaded.info.registry_name, loaded.module, x)
-
-
-def released_label(name: str) -> str:
-    """How the report names a released model's row, e.g. ``s4 (released)``."""
-    return f"{name} (released)"
