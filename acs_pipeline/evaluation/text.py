@@ -43,19 +43,36 @@ def _pvalue(p: float) -> str:
 
 def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
     """Rows of the report's tables as display strings (shared by Markdown and HTML)."""
+    order = display_order(prep, det["scores"])
+    return {
+        "main": _main_rows(prep, det, order),
+        "flags": _flag_rows(det),
+        "operating": _operating_rows(det, order),
+        "calibration": _calibration_rows(det, order),
+        "paired": _paired_rows(prep, det, order),
+        "classical": _classical_rows(prep, det, order),
+        "subgroups": _subgroup_rows(det, order),
+        "subgroup_models": order,
+        "lineage": [
+            {"name": k, "kind": prep.kinds[k], "lineage": prep.lineage[k]} for k in prep.lineage
+        ],
+    }
+
+
+def _main_rows(prep: Prepared, det: dict[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    """Ranking metrics of every scored predictor, next to the paper's figures."""
     paper = paper_lookup()
-    details, flag_details, paired, best = det["scores"], det["flags"], det["paired"], det["best"]
-    main = []
-    for name in display_order(prep, details):
-        d = details[name]
+    rows = []
+    for name in order:
+        d = det["scores"][name]
         pn = paper_name(name)
         p_auc = paper.get((pn, "auroc")) if pn else None
         p_top = paper.get((pn, "topk_ppv")) if pn else None
-        main.append(
+        rows.append(
             {
                 "name": name,
                 "kind": prep.kinds[name],
-                "best": name == best,
+                "best": name == det["best"],
                 "auroc": _auc_ci(d["auroc"], d["ci"]),
                 "boot": f"{d['bootstrap_ci'][0]:.3f}-{d['bootstrap_ci'][1]:.3f}",
                 "auprc": _num(d["auprc"]),
@@ -67,13 +84,19 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 "paper_topk": _pct(p_top[0]) if p_top else "-",
             }
         )
-    flags = []
-    for name, fd in flag_details.items():
+    return rows
+
+
+def _flag_rows(det: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each binary flag called positive when set, next to the paper's figures."""
+    paper = paper_lookup()
+    rows = []
+    for name, fd in det["flags"].items():
         tm = fd["threshold"]
         p_auc = paper.get((name, "auroc"))
         p_ppv = paper.get((name, "ppv"))
         p_sens = paper.get((name, "sensitivity"))
-        flags.append(
+        rows.append(
             {
                 "name": name,
                 "label": flag_label(name),
@@ -89,10 +112,15 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 ),
             }
         )
-    operating = []
-    for name in display_order(prep, details):
-        yd = details[name]["youden"]
-        operating.append(
+    return rows
+
+
+def _operating_rows(det: dict[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    """Every scored predictor at its Youden threshold."""
+    rows = []
+    for name in order:
+        yd = det["scores"][name]["youden"]
+        rows.append(
             {
                 "name": name,
                 "threshold": _num(yd["threshold"], 3),
@@ -102,12 +130,17 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 "npv": _pct(yd["npv"]),
             }
         )
-    calib = []
-    for name in display_order(prep, details):
-        c = details[name].get("calibration")
+    return rows
+
+
+def _calibration_rows(det: dict[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    """Brier score and logistic recalibration of the predictors that give probabilities."""
+    rows = []
+    for name in order:
+        c = det["scores"][name].get("calibration")
         if c is None:
             continue
-        calib.append(
+        rows.append(
             {
                 "name": name,
                 "brier": _num(c["brier"]),
@@ -117,12 +150,18 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 "citl": _num(c["citl"], 2),
             }
         )
-    pairs = []
-    for name in [*display_order(prep, details), *flag_details]:
+    return rows
+
+
+def _paired_rows(prep: Prepared, det: dict[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    """Paired DeLong tests of every other predictor (flags too) against the best model."""
+    paired = det["paired"]
+    rows = []
+    for name in [*order, *det["flags"]]:
         if name not in paired:
             continue
         pr = paired[name]
-        pairs.append(
+        rows.append(
             {
                 "name": flag_label(name),
                 "kind": prep.kinds[name],
@@ -131,15 +170,23 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 "p": _pvalue(pr["p"]),
             }
         )
-    classical = []
-    for name in display_order(prep, details):
-        cc = details[name].get("classical")
+    return rows
+
+
+def _classical_rows(
+    prep: Prepared, det: dict[str, Any], order: list[str]
+) -> list[dict[str, Any]]:
+    """Shares of each predictor's top-k (and of its true positives) without a classical flag."""
+    paper = paper_lookup()
+    rows = []
+    for name in order:
+        cc = det["scores"][name].get("classical")
         if cc is None:
             continue
         pn = paper_name(name)
         p1 = paper.get((pn, "share_flagged_no_classical")) if pn else None
         p2 = paper.get((pn, "share_tp_no_classical")) if pn else None
-        classical.append(
+        rows.append(
             {
                 "name": name,
                 "kind": prep.kinds[name],
@@ -150,12 +197,16 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                 "paper": f"{_pct(p1[0])} / {_pct(p2[0])}" if p1 and p2 else "-",
             }
         )
-    order = display_order(prep, details)
-    cells: dict[tuple[str, str], dict[str, Any]] = {}
+    return rows
+
+
+def _subgroup_rows(det: dict[str, Any], order: list[str]) -> list[dict[str, Any]]:
+    """One row per subgroup value, one AUROC cell per predictor (in ``order``)."""
+    rows: dict[tuple[str, str], dict[str, Any]] = {}
     for name in order:
-        for what, groups in details[name]["subgroups"].items():
+        for what, groups in det["scores"][name]["subgroups"].items():
             for g in groups:
-                row = cells.setdefault(
+                row = rows.setdefault(
                     (what, str(g["group"])),
                     {
                         "what": what,
@@ -174,19 +225,10 @@ def table_rows(prep: Prepared, det: dict[str, Any]) -> dict[str, list]:
                             "ci": f"{g['ci_low']:.3f}-{g['ci_high']:.3f}",
                         }
                     )
-    subgroups = list(cells.values())
-    lineage = [{"name": k, "kind": prep.kinds[k], "lineage": prep.lineage[k]} for k in prep.lineage]
-    return {
-        "main": main,
-        "flags": flags,
-        "operating": operating,
-        "calibration": calib,
-        "paired": pairs,
-        "classical": classical,
-        "subgroups": subgroups,
-        "subgroup_models": order,
-        "lineage": lineage,
-    }
+    return list(rows.values())
+
+
+# --------------------------------------------------------------------------- summary
 
 
 def headline(prep: Prepared, det: dict[str, Any]) -> str:
