@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from acs_pipeline.synth import cohort as synth
+from acs_pipeline.synth import cli as synth_cli
 
 
 def _report_path(args: argparse.Namespace) -> int:
@@ -24,13 +24,11 @@ def _report_path(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="acs-pipeline", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    synth.add_cli(sub)
+    synth_cli.add_cli(sub)
     rp = sub.add_parser("report-path", help="print the evaluation report's path or URI")
     rp.add_argument("--storage", required=True, help="the storage root (ACS_STORAGE_URI)")
     rp.set_defaults(func=_report_path)
     args = parser.parse_args(argv)
-    if args.command == "synth":
-        return synth.run_cli(args) or 0
     return args.func(args)
 
 
