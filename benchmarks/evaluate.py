@@ -20,15 +20,19 @@ import argparse
 import json
 import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 from sklearn.metrics import roc_auc_score
 
-from acs_pipeline.evaluation.evaluate import evaluate
-from acs_pipeline.evaluation.ranking import bootstrap_auroc_ci
-from acs_pipeline.evaluation.report import render_html
-from acs_pipeline_tests.evaluation.fixtures import synthetic_evaluation_input
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from acs_pipeline.evaluation.evaluate import evaluate  # noqa: E402
+from acs_pipeline.evaluation.ranking import bootstrap_auroc_ci  # noqa: E402
+from acs_pipeline.evaluation.report import render_html  # noqa: E402
+from acs_pipeline_tests.evaluation.fixtures import synthetic_evaluation_input  # noqa: E402
 
 
 def _median_time(fn, repeats: int) -> float:

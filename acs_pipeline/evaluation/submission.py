@@ -1,8 +1,8 @@
 """Leaderboard submissions: one CSV of ``ecg_id,prediction`` per task and model.
 
 Every file is validated before it is written: each holdout ECG exactly once, no other ids,
-predictions finite probabilities in [0, 1]. :func:`build_submission` returns the CSV bytes (for a
-caller that writes to S3 itself); :func:`write_submission` writes them atomically to a local path.
+predictions finite probabilities in [0, 1]. :func:`build_submission` returns the CSV bytes (the
+caller writes them through its storage); :func:`check_submission_csv` re-validates bytes read back.
 """
 
 from __future__ import annotations
@@ -10,12 +10,9 @@ from __future__ import annotations
 import io
 from collections import Counter
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import polars as pl
-
-from acs_pipeline.io.storage import Storage
 
 __all__ = [
     "TASKS",
@@ -23,7 +20,6 @@ __all__ = [
     "build_submission",
     "check_submission_csv",
     "submission_key",
-    "write_submission",
 ]
 
 TASKS = ("acs", "mace")
@@ -128,24 +124,6 @@ def build_submission(
     buf = io.BytesIO()
     frame.write_csv(buf, line_terminator="\n")
     return buf.getvalue()
-
-
-def write_submission(
-    path: Path,
-    holdout_ids: Sequence[str],
-    ids: Sequence[str],
-    predictions: object,
-    id_column: str = "ecg_id",
-    prediction_column: str = "prediction",
-) -> Path:
-    """Validate, then write the CSV atomically (``Storage.write_bytes``: temp + fsync + rename).
-
-    Nothing is written when validation fails.
-    """
-    data = build_submission(holdout_ids, ids, predictions, id_column, prediction_column)
-    path = Path(path)
-    Storage(str(path.parent)).write_bytes(path.name, data)
-    return path
 
 
 def check_submission_csv(
