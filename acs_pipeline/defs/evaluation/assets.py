@@ -1,7 +1,6 @@
 """The evaluation report, the benchmark table and the leaderboard submission."""
 
 import hashlib
-import io
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -24,8 +23,6 @@ if TYPE_CHECKING:
 REPORT = "reports/evaluation_report.html"
 TABLE = "reports/benchmark_table"
 BASELINE = "logistic_baseline"
-TASKS = ("acs", "mace")
-SUBMISSION = "submission/{task}/{model}.csv"
 
 
 def _validation_predictions(st: Storage, name: str) -> pl.DataFrame:
@@ -156,13 +153,13 @@ def leaderboard_submission(context: dg.AssetExecutionContext, storage: StorageRe
         p = frames.read_csv(st, PREDICTIONS.format(model=m, name="holdout"),
                             schema_overrides={"ecg_id": pl.String})
         missing = sorted(set(holdout) - set(p["ecg_id"].to_list()))
-        for task in TASKS:
+        for task in submission.TASKS:
             ids = p["ecg_id"].to_list() + missing
             pred = np.concatenate([p[task].to_numpy(), np.full(len(missing), prior[task])])
             data = submission.build_submission(
                 holdout, ids, pred, id_column=settings.id_column,
                 prediction_column=settings.prediction_column)
-            rel = SUBMISSION.format(task=task, model=m)
+            rel = submission.submission_key(task, m)
             files[f"{task}/{m}"] = st.write_bytes(rel, data)
             digest.update(data)
         imputed[m] = len(missing)
@@ -183,15 +180,14 @@ def submission_files_valid(storage: StorageResource,
     holdout = _holdout_ids(st)
     problems = {}
     for m in MODELS:
-        for task in TASKS:
-            data = st.read_bytes(SUBMISSION.format(task=task, model=m))
-            df = pl.read_csv(io.BytesIO(data), schema_overrides={settings.id_column: pl.String})
+        for task in submission.TASKS:
+            data = st.read_bytes(submission.submission_key(task, m))
             try:
-                submission.build_submission(
-                    holdout, df[settings.id_column].to_list(),
-                    df[settings.prediction_column].to_numpy(),
-                    id_column=settings.id_column, prediction_column=settings.prediction_column)
-            except (submission.SubmissionError, pl.exceptions.ColumnNotFoundError) as exc:
+                submission.check_submission_csv(
+                    holdout, data, id_column=settings.id_column,
+                    prediction_column=settings.prediction_column)
+            except submission.SubmissionError as exc:
                 problems[f"{task}/{m}"] = str(exc)
-    return dg.AssetCheckResult(passed=not problems, metadata={"problems": problems,
-                                                              "files": 2 * len(MODELS)})
+    return dg.AssetCheckResult(
+        passed=not problems,
+        metadata={"problems": problems, "files": len(submission.TASKS) * len(MODELS)})

@@ -30,7 +30,7 @@ from acs_pipeline.io.storage import Storage
 from acs_pipeline.models.released import MANIFEST, RELEASED_MODELS, RELEASED_VIEWS, released_label
 
 if TYPE_CHECKING:
-    from acs_pipeline.evaluation.report import ModelScores
+    from acs_pipeline.evaluation.inputs import ModelScores
 
 # torch is imported inside the asset functions (through acs_pipeline.models.released.files and
 # .predict), so loading the definitions stays fast.
@@ -122,7 +122,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
     def _asset(
         context: dg.AssetExecutionContext, storage: StorageResource, settings: PipelineSettings
     ):
-        from acs_pipeline.evaluation.metrics import auroc
+        from acs_pipeline.evaluation.ranking import auroc
         from acs_pipeline.models.released.files import load_imported
         from acs_pipeline.models.released.predict import predict_released
         from acs_pipeline.training import stages
@@ -179,7 +179,7 @@ def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScore
     while a released-weights root is configured (empty otherwise)."""
     if not settings.released_weights_uri:
         return []
-    from acs_pipeline.evaluation import report
+    from acs_pipeline.evaluation.inputs import ModelScores
     from acs_pipeline.models.released.files import read_manifest
 
     manifest = read_manifest(st)
@@ -191,7 +191,7 @@ def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScore
         p = frames.read_csv(st, rel, schema_overrides={"ecg_id": pl.String})
         info = manifest[model]
         scores.append(
-            report.ModelScores(
+            ModelScores(
                 name=released_label(model),
                 validation=p["prediction"].to_numpy(),
                 kind="model",
