@@ -1,4 +1,5 @@
-"""Input checks shared by the metrics: labels, scores and probabilities, validated.
+"""Input checks shared by the metrics (labels, scores and probabilities, validated) and the
+example lists that error messages about many ids share.
 
 Conventions of every metric in ``ranking``, ``calibration``, ``subgroups`` and ``flags``:
 
@@ -12,6 +13,8 @@ Conventions of every metric in ``ranking``, ``calibration``, ``subgroups`` and `
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -104,3 +107,10 @@ def check_alpha(alpha: float) -> None:
 def ratio(num: float, den: float) -> float:
     """``num / den``, NaN when ``den`` is 0."""
     return float(num / den) if den > 0 else float("nan")
+
+
+def examples(items: Sequence[object], limit: int = 5) -> str:
+    """The first ``limit`` items, comma-separated, and how many more there are."""
+    shown = [str(i) for i in list(items)[:limit]]
+    more = len(items) - len(shown)
+    return ", ".join(shown) + (f" (+{more} more)" if more > 0 else "")

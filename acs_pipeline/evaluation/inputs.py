@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from acs_pipeline.evaluation.checks import MetricInputError, as_labels, both_classes
+from acs_pipeline.evaluation.checks import MetricInputError, as_labels, both_classes, examples
 from acs_pipeline.evaluation.flags import ANY_FLAG, any_flag
 
 KINDS = ("model", "baseline", "flag", "oracle")
@@ -65,12 +65,6 @@ class EvaluationInput:
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _examples(ids: Sequence[str] | np.ndarray, limit: int = 5) -> str:
-    items = [str(i) for i in list(ids)[:limit]]
-    more = len(ids) - len(items)
-    return ", ".join(items) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _norm_group(value: object, kind: str) -> str | None:
@@ -145,13 +139,13 @@ def _align(ms: ModelScores, ids: list[str], index: dict[str, int]) -> np.ndarray
         extra = [i for i in sid if i not in index]
         problems = []
         if missing:
-            problems.append(f"{len(missing)} evaluation ECGs have no score: {_examples(missing)}")
+            problems.append(f"{len(missing)} evaluation ECGs have no score: {examples(missing)}")
         if extra:
             problems.append(
-                f"{len(extra)} scored ids are not in the evaluation set: {_examples(extra)}"
+                f"{len(extra)} scored ids are not in the evaluation set: {examples(extra)}"
             )
         if dups:
-            problems.append(f"{len(dups)} ids appear more than once: {_examples(dups)}")
+            problems.append(f"{len(dups)} ids appear more than once: {examples(dups)}")
         if problems:
             raise EvaluationInputError(f"scores of {ms.name!r}: " + "; ".join(problems))
         out = values[[seen[i] for i in ids]]
@@ -163,7 +157,7 @@ def _align(ms: ModelScores, ids: list[str], index: dict[str, int]) -> np.ndarray
     if bad.any():
         raise EvaluationInputError(
             f"scores of {ms.name!r} have {int(bad.sum())} NaN/inf values, e.g. for "
-            f"{_examples([ids[i] for i in np.flatnonzero(bad)])}"
+            f"{examples([ids[i] for i in np.flatnonzero(bad)])}"
         )
     return out
 
@@ -188,7 +182,7 @@ def prepare(inp: EvaluationInput) -> Prepared:
     if len(set(ids)) != len(ids):
         seen: set[str] = set()
         dups = [i for i in ids if i in seen or seen.add(i)]
-        raise EvaluationInputError(f"{len(dups)} duplicate ecg_ids: {_examples(dups)}")
+        raise EvaluationInputError(f"{len(dups)} duplicate ecg_ids: {examples(dups)}")
     n = len(ids)
     y_raw = np.asarray(inp.y)
     if y_raw.shape != (n,):
@@ -250,7 +244,6 @@ def prepare(inp: EvaluationInput) -> Prepared:
     if bands is not None:
         order["age"] = _age_labels(inp.age_edges)
     return Prepared(ids, y, scores, kinds, lineage, flags, groups, order)
-
 
 
 def display_order(prep: Prepared, details: dict[str, Any]) -> list[str]:

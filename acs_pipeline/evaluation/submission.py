@@ -14,6 +14,8 @@ from collections.abc import Sequence
 import numpy as np
 import polars as pl
 
+from acs_pipeline.evaluation.checks import examples
+
 __all__ = [
     "TASKS",
     "SubmissionError",
@@ -23,17 +25,10 @@ __all__ = [
 ]
 
 TASKS = ("acs", "mace")
-_EXAMPLES = 5
 
 
 class SubmissionError(ValueError):
     """A submission that the leaderboard would reject (ids or predictions)."""
-
-
-def _examples(items: Sequence[object]) -> str:
-    shown = ", ".join(str(i) for i in list(items)[:_EXAMPLES])
-    more = len(items) - min(len(items), _EXAMPLES)
-    return shown + (f" (+{more} more)" if more else "")
 
 
 def _check_columns(id_column: str, prediction_column: str) -> None:
@@ -57,7 +52,7 @@ def _validate(
     dup_holdout = [i for i, c in Counter(holdout).items() if c > 1]
     if dup_holdout:
         raise SubmissionError(
-            f"the holdout id list itself repeats {len(dup_holdout)} ids: {_examples(dup_holdout)}"
+            f"the holdout id list itself repeats {len(dup_holdout)} ids: {examples(dup_holdout)}"
         )
     preds = np.asarray(predictions)
     if preds.ndim != 1 or preds.shape[0] != len(given):
@@ -75,22 +70,22 @@ def _validate(
     extra = [i for i in counts if i not in holdout_set]
     dups = [i for i, c in counts.items() if c > 1]
     if missing:
-        problems.append(f"{len(missing)} holdout ids have no prediction: {_examples(missing)}")
+        problems.append(f"{len(missing)} holdout ids have no prediction: {examples(missing)}")
     if extra:
-        problems.append(f"{len(extra)} ids are not in the holdout set: {_examples(extra)}")
+        problems.append(f"{len(extra)} ids are not in the holdout set: {examples(extra)}")
     if dups:
-        problems.append(f"{len(dups)} ids appear more than once: {_examples(dups)}")
+        problems.append(f"{len(dups)} ids appear more than once: {examples(dups)}")
     nan = np.flatnonzero(~np.isfinite(preds))
     if nan.size:
         problems.append(
-            f"{nan.size} predictions are NaN/inf, for ids {_examples([given[i] for i in nan])}"
+            f"{nan.size} predictions are NaN/inf, for ids {examples([given[i] for i in nan])}"
         )
     finite = np.isfinite(preds)
     out = np.flatnonzero(finite & ((preds < 0.0) | (preds > 1.0)))
     if out.size:
         problems.append(
             f"{out.size} predictions are outside [0, 1] (range {preds[finite].min():.4g} to "
-            f"{preds[finite].max():.4g}), for ids {_examples([given[i] for i in out])}"
+            f"{preds[finite].max():.4g}), for ids {examples([given[i] for i in out])}"
         )
     if problems:
         raise SubmissionError(
