@@ -41,7 +41,6 @@ from scipy import signal, stats
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.ingest.transform import VIEWS
 from acs_pipeline.ingest.views import ingest_view
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.synth import cohort as synth
 
@@ -100,7 +99,7 @@ SHARD_DIGITS = 1  # set from --shard-digits
 REPEATS = 3  # full 3by4 ingests and naive runs, interleaved; set from --repeats
 
 
-def full_ingest(src: RawSource, st: Storage, view: str, workers: int = 1, manifest=None,
+def full_ingest(src: Storage, st: Storage, view: str, workers: int = 1, manifest=None,
                 shard_digits: int | None = None):
     if manifest is None:
         manifest, _ = build_manifest(src)
@@ -108,7 +107,7 @@ def full_ingest(src: RawSource, st: Storage, view: str, workers: int = 1, manife
                        min_parallel=0, shard_digits=shard_digits or SHARD_DIGITS)
 
 
-def one_percent_update(src: RawSource, manifest: pl.DataFrame, view: str, store: Path,
+def one_percent_update(src: Storage, manifest: pl.DataFrame, view: str, store: Path,
                        seed: int) -> tuple[Clock, Clock, int]:
     """Ingest 99 % of the files, then time what adding the other 1 % costs: the manifest
     (list everything, hash the new files) and the tensor update."""
@@ -126,7 +125,7 @@ def one_percent_update(src: RawSource, manifest: pl.DataFrame, view: str, store:
 
 
 def local_rows(raw_root: Path, tmp: Path, n: int, naive_files: list[Path]) -> float:
-    src = RawSource(str(raw_root), max_workers=4)
+    src = Storage(str(raw_root), max_workers=4)
     local_rate = 0.0
     whole: dict[str, tuple[Clock, Clock, Clock, Clock]] = {}
     for view in ("ecg_3by4", "ecg_12lead"):
@@ -254,7 +253,7 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
                 time.sleep(0.1)
         s3_client(endpoint).create_bucket(Bucket="bench")
         upload_tree(endpoint, "bench", "v1/ecg-waveforms-npz", raw_root / "ecg-waveforms-npz")
-        src = RawSource("s3://bench/v1", endpoint_url=endpoint, max_workers=8)
+        src = Storage("s3://bench/v1", endpoint_url=endpoint, max_workers=8)
         with tempfile.TemporaryDirectory() as tmp:
             st = Storage(tmp)
             with Clock() as m:
@@ -267,7 +266,7 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
         with Clock() as s3_reads:
             for _ in src.read_many(keys):
                 pass
-        local_src = RawSource(str(raw_root), max_workers=8)
+        local_src = Storage(str(raw_root), max_workers=8)
         with Clock() as local_reads:
             for _ in local_src.read_many(keys):
                 pass
@@ -294,7 +293,7 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
 
 
 def process_row(raw_root: Path, tmp: Path, n: int, local_rate: float) -> dict:
-    src = RawSource(str(raw_root), max_workers=4)
+    src = Storage(str(raw_root), max_workers=4)
     st = Storage(str(tmp / "store_processes"))
     with Clock() as c:
         rep = full_ingest(src, st, "ecg_3by4", workers=2)

@@ -50,7 +50,8 @@ def shard_digests(objects) -> dict[str, str]:
                        "The cursor holds one digest per shard folder and a generation counter.")
 def raw_data_sensor(context: dg.SensorEvaluationContext, raw: RawDataResource):
     source = raw.source()
-    current = shard_digests(source.list(NPZ_DIR + "/", suffix=".npz"))
+    source.check()  # a missing root or bucket is an error, not an empty listing
+    current = shard_digests(source.list_objects(NPZ_DIR + "/", suffix=".npz"))
     state = json.loads(context.cursor) if context.cursor else {"generation": 0, "shards": {}}
     previous = state["shards"]
     changed = sorted(s for s in set(current) | set(previous)

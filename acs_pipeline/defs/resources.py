@@ -12,7 +12,6 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 
 DEFAULT_DEMO = Path.cwd() / ".demo"
@@ -71,13 +70,13 @@ class RawDataResource(dg.ConfigurableResource):
     def workers(self) -> int:
         return self.ingest_workers if self.ingest_workers > 0 else (os.cpu_count() or 1)
 
-    def source(self) -> RawSource:
-        return RawSource(self.root, endpoint_url=self.endpoint_url, max_workers=self.max_workers)
+    def source(self) -> Storage:
+        return Storage(self.root, endpoint_url=self.endpoint_url, max_workers=self.max_workers)
 
-    def holdout(self) -> RawSource | None:
+    def holdout(self) -> Storage | None:
         if not self.holdout_root:
             return None
-        return RawSource(
+        return Storage(
             self.holdout_root, endpoint_url=self.endpoint_url, max_workers=self.max_workers
         )
 

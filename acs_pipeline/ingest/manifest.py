@@ -12,7 +12,7 @@ import re
 
 import polars as pl
 
-from acs_pipeline.io.rawsource import RawSource
+from acs_pipeline.io.storage import Storage
 
 NPZ_DIR = "ecg-waveforms-npz"
 _KEY = re.compile(r"^ecg-waveforms-npz/([0-9a-f]{2})/([0-9a-f]{10})\.npz$")
@@ -35,14 +35,14 @@ def ecg_id_for_key(key: str) -> str | None:
 
 
 def build_manifest(
-    source: RawSource, previous: pl.DataFrame | None = None
+    source: Storage, previous: pl.DataFrame | None = None
 ) -> tuple[pl.DataFrame, dict[str, int]]:
     """List the npz files and their content hashes; reuse hashes whose ETag did not change.
 
     Returns the manifest (one row per listed file, ``status`` ``ok`` or a rejection reason) and
     counts ``{'listed', 'hashed', 'reused', 'rejected'}``.
     """
-    objects = source.list(NPZ_DIR + "/", suffix=".npz")
+    objects = source.list_objects(NPZ_DIR + "/", suffix=".npz")
     if not objects:
         raise IngestError(f"no '{NPZ_DIR}/**.npz' files under the raw root {source.root!r}")
     listed = pl.DataFrame({"key": [o.key for o in objects], "size": [o.size for o in objects],

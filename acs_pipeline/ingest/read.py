@@ -6,10 +6,8 @@ import hashlib
 import json
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 import numpy as np
-import pyarrow.parquet as pq
 
 from acs_pipeline.ingest.manifest import IngestError
 from acs_pipeline.io import tensors
@@ -49,25 +47,18 @@ def shard_paths(storage: Storage, view: str, prefix: str = "tensors") -> list[st
     return [p["path"] for s in sorted(index["shards"]) for p in index["shards"][s]]
 
 
-def _part_paths(storage: Storage, view: str, prefix: str) -> tuple[Any, list[str]]:
-    fs, base = storage.pyarrow_fs()
-    return fs, [f"{base.rstrip('/')}/{p}" if base else p
-                for p in shard_paths(storage, view, prefix)]
-
-
 def iter_view(storage: Storage, view: str, prefix: str = "tensors") -> Iterator[tensors.TensorSet]:
     """Each part of a view, in index order, one at a time: memory stays at one part's size
     (a check over the full 12-lead view would otherwise hold 13.5 GB)."""
-    fs, paths = _part_paths(storage, view, prefix)
-    for path in paths:
-        yield tensors.read(path, filesystem=fs)
+    for path in shard_paths(storage, view, prefix):
+        yield tensors.load(storage, path)
 
 
 def view_rows(storage: Storage, view: str, prefix: str = "tensors") -> int:
     """A view's row count from its parts' Parquet footers (no samples are read)."""
-    fs, paths = _part_paths(storage, view, prefix)
+    paths = shard_paths(storage, view, prefix)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        return sum(pool.map(lambda p: pq.read_metadata(p, filesystem=fs).num_rows, paths))
+        return sum(pool.map(lambda p: tensors.count_rows(storage, p), paths))
 
 
 def load_view(storage: Storage, view: str, prefix: str = "tensors") -> tensors.TensorSet:
@@ -76,9 +67,9 @@ def load_view(storage: Storage, view: str, prefix: str = "tensors") -> tensors.T
     The rows are copied once, straight into their sorted place, whatever the part layout
     (a view grown incrementally reads back exactly like one ingested in one go).
     """
-    fs, paths = _part_paths(storage, view, prefix)
+    paths = shard_paths(storage, view, prefix)
     with ThreadPoolExecutor(max_workers=8) as pool:
-        parts = list(pool.map(lambda p: tensors.read(p, filesystem=fs), paths))
+        parts = list(pool.map(lambda p: tensors.load(storage, p), paths))
     parts = [p for p in parts if len(p)]
     if not parts:
         raise tensors.TensorFileError(f"{view}: no tensors in {storage.uri(prefix)}")

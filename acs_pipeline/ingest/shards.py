@@ -21,12 +21,9 @@ from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, 
 from dataclasses import dataclass, field, fields
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from acs_pipeline.ingest.transform import VIEWS, Row, collect_rows, transform_rows
 from acs_pipeline.io import tensors
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 
 MAX_PARTS = 8  # parts a shard may hold before an update compacts it into one
@@ -67,7 +64,7 @@ class Part:
 class ShardTask:
     """Everything one shard's update needs; picklable, so it can run in another process."""
 
-    source: RawSource
+    source: Storage  # the raw dataset root
     storage: Storage
     view: str
     code_version: str
@@ -96,11 +93,6 @@ def _shard_dir(base: str, shard: str) -> str:
 
 def _shard_file(base: str, shard: str) -> str:
     return f"{_shard_dir(base, shard)}/_shard.json"
-
-
-def _read_part(storage: Storage, part: Part) -> tensors.TensorSet:
-    return tensors.from_table(pq.read_table(pa.BufferReader(storage.read_bytes(part.path))),
-                              source=storage.uri(part.path))
 
 
 def _valid(part: Part, wanted: dict[str, str]) -> bool:
@@ -159,7 +151,7 @@ def build_shard(task: ShardTask, rows: Iterator[Row] | None = None, plan: Plan |
         wanted_ids = {task.ids[k] for k in still}
         carried_rejects += [r for r in p.rejects if r["key"] in still]
         if p.rows:
-            tset = _read_part(st, p)
+            tset = tensors.load(st, p.path)
             sel = np.array([e in wanted_ids for e in tset.ecg_ids.tolist()], dtype=bool)
             carried_ids += tset.ecg_ids[sel].tolist()
             carried_x.append(tset.x[sel])

@@ -30,7 +30,6 @@ from acs_pipeline.ingest.shards import (
     run_tasks,
 )
 from acs_pipeline.ingest.transform import VIEWS
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 
 
@@ -86,7 +85,7 @@ class ViewState:
         """The shards an update has to touch, in order."""
         return [s for s in self.shards if not self.is_current(s)]
 
-    def task(self, source: RawSource, storage: Storage, shard: str,
+    def task(self, source: Storage, storage: Storage, shard: str,
              max_parts: int = MAX_PARTS) -> ShardTask:
         hashes, ids = self.wanted[shard]
         return ShardTask(source, storage, self.view, self.code_version, shard, self.base,
@@ -173,7 +172,7 @@ def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_ver
                      complete=shards is None)
 
 
-def update_shards(state: ViewState, source: RawSource, storage: Storage,
+def update_shards(state: ViewState, source: Storage, storage: Storage,
                   shards: Sequence[str], *, workers: int = 1, min_parallel: int = 512,
                   max_parts: int = MAX_PARTS,
                   on_shard: Callable[[str, bool], None] | None = None) -> UpdateCounts:
@@ -247,7 +246,7 @@ def finish_view(state: ViewState, storage: Storage, counts: UpdateCounts | None 
 
 
 def ingest_view(
-    source: RawSource,
+    source: Storage,
     storage: Storage,
     manifest: pl.DataFrame,
     view: str,

@@ -15,6 +15,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from acs_pipeline.io.storage import Storage
+
 STORAGE_DTYPE = np.float16
 
 
@@ -101,10 +103,27 @@ def from_table(table: pa.Table, source: str = "<table>") -> TensorSet:
     return TensorSet(ids, x)
 
 
-def read(source, *, filesystem=None) -> TensorSet:
-    """Read a tensor file from a path (with an optional pyarrow filesystem) or a file object."""
-    table = pq.read_table(source, filesystem=filesystem)
-    return from_table(table, source=str(source))
+def read(source) -> TensorSet:
+    """Read a tensor file from a local path or a file object."""
+    return from_table(pq.read_table(source), source=str(source))
+
+
+# Parquet files under a storage root are read through boto3 like every other object, so S3
+# reads use the client's refreshable credentials (no frozen keys handed to pyarrow.fs). Measured
+# on the moto server on loopback (16 parts of 64 (3, 5000) ECGs, 1.6 MB each, 8 threads, median
+# of 5): whole parts 183 ms by one GetObject each into pyarrow, 370 ms through
+# pyarrow.fs.S3FileSystem, 313 ms through ranged GETs; footers only 84 ms pyarrow.fs, 142 ms by
+# a HEAD and one ranged GET each (94 ms by whole GETs on loopback, but that reads every sample).
+def load(storage: Storage, rel: str) -> TensorSet:
+    """Read the tensor file ``rel`` of a storage root: one whole-object read."""
+    return from_table(pq.read_table(pa.BufferReader(storage.read_bytes(rel))),
+                      source=storage.uri(rel))
+
+
+def count_rows(storage: Storage, rel: str) -> int:
+    """Rows of the tensor file ``rel`` from its Parquet footer (on S3 one ranged read)."""
+    with storage.open_read(rel) as f:
+        return pq.read_metadata(f).num_rows
 
 
 def concat(parts: Sequence[TensorSet]) -> TensorSet:

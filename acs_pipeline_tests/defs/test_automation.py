@@ -17,7 +17,7 @@ from acs_pipeline.defs.automation import DATA_GROUPS, raw_data_sensor, shard_dig
 from acs_pipeline.defs.models.assets import MODELS
 from acs_pipeline.defs.resources import RawDataResource
 from acs_pipeline.ingest.manifest import NPZ_DIR
-from acs_pipeline.io.rawsource import RawObject, RawSourceError
+from acs_pipeline.io.objects import StorageError, StoredObject
 from acs_pipeline_tests.s3_fixtures import s3_client
 
 INGEST_ASSETS = {
@@ -280,21 +280,21 @@ def test_sensor_with_no_waveforms_skips(tmp_path):
 def test_sensor_wrong_bucket_names_it(s3_server):
     missing = f"acs-missing-{uuid.uuid4().hex[:12]}"
     resource = RawDataResource(root=f"s3://{missing}/ed-bwh-ecg/v1", endpoint_url=s3_server)
-    with pytest.raises(RawSourceError, match=rf"bucket '{missing}' does not exist"):
+    with pytest.raises(StorageError, match=rf"bucket '{missing}' does not exist"):
         tick(resource, None)
 
 
 def test_sensor_missing_local_root_names_it(tmp_path):
     root = tmp_path / "nowhere"
-    with pytest.raises(RawSourceError, match=re.escape(str(root))):
+    with pytest.raises(StorageError, match=re.escape(str(root))):
         tick(RawDataResource(root=str(root)), None)
 
 
 def test_shard_digests_depend_on_key_and_etag_per_shard():
-    objs = [RawObject(A1, 10, "e1"), RawObject(A2, 10, "e2"), RawObject(B1, 10, "e3")]
+    objs = [StoredObject(A1, 10, "e1"), StoredObject(A2, 10, "e2"), StoredObject(B1, 10, "e3")]
     base = shard_digests(objs)
     assert list(base) == ["a1", "b2"]
-    etag = shard_digests([RawObject(A1, 10, "e1*"), *objs[1:]])
+    etag = shard_digests([StoredObject(A1, 10, "e1*"), *objs[1:]])
     assert etag["a1"] != base["a1"] and etag["b2"] == base["b2"]
-    renamed = shard_digests([RawObject(A1.replace("e5.", "e6."), 10, "e1"), *objs[1:]])
+    renamed = shard_digests([StoredObject(A1.replace("e5.", "e6."), 10, "e1"), *objs[1:]])
     assert renamed["a1"] != base["a1"] and renamed["b2"] == base["b2"]

@@ -10,7 +10,6 @@ from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline.ingest import shards
 from acs_pipeline.ingest.views import ViewState, ingest_view
 from acs_pipeline.io import frames
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.conftest import env_for
 
@@ -55,7 +54,7 @@ def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path)
 
         # The same view built in one call has the same content version.
         st = Storage(str(tmp_path / "storage"))
-        one = ingest_view(RawSource(str(tiny_raw / "ed-bwh-ecg" / "v1")),
+        one = ingest_view(Storage(str(tiny_raw / "ed-bwh-ecg" / "v1")),
                           Storage(str(tmp_path / "one")),
                           frames.read_parquet(st, MANIFEST), "ecg_3by4",
                           code_version=INGEST_CODE_VERSION)

@@ -8,7 +8,6 @@ import numpy as np
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.ingest.read import load_view
 from acs_pipeline.ingest.views import ingest_view
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 
 
@@ -51,14 +50,14 @@ def write_tree(root: Path, n: int = 9, seed: int = 0) -> dict[str, bytes]:
     return files
 
 
-def run(source: RawSource, storage: Storage, view="ecg_3by4", code_version="t1"):
+def run(source: Storage, storage: Storage, view="ecg_3by4", code_version="t1"):
     manifest, counts = build_manifest(source)
     return manifest, counts, ingest_view(source, storage, manifest, view,
                                          code_version=code_version)
 
 
 def ingest_fresh(tmp_path: Path, name: str, **kwargs):
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / name))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / name))
     manifest, _ = build_manifest(source)
     rep = ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1", **kwargs)
     return rep, load_view(storage, "ecg_3by4")

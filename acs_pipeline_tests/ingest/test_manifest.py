@@ -3,10 +3,10 @@
 import pytest
 
 from acs_pipeline.ingest.manifest import IngestError, build_manifest
-from acs_pipeline.io.rawsource import RawSource
+from acs_pipeline.io.storage import Storage
 
 
 def test_empty_root_is_a_clear_error(tmp_path):
     (tmp_path / "raw").mkdir()
     with pytest.raises(IngestError, match="no 'ecg-waveforms-npz"):
-        build_manifest(RawSource(str(tmp_path / "raw")))
+        build_manifest(Storage(str(tmp_path / "raw")))

@@ -5,14 +5,13 @@ import numpy as np
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.ingest.read import iter_view, load_view, shard_paths, view_rows
 from acs_pipeline.ingest.views import ingest_view
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.ingest.raw_tree import write_tree
 
 
 def test_view_read_part_by_part_and_counted_from_footers(tmp_path):
     write_tree(tmp_path / "raw")
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, _ = build_manifest(source)
     ingest_view(source, storage, manifest.head(6), "ecg_3by4", code_version="t1")
     ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")  # 2nd parts

@@ -9,14 +9,13 @@ from acs_pipeline.ingest import shards
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.ingest.read import load_view
 from acs_pipeline.ingest.views import ingest_view
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.ingest.raw_tree import beat_train, ingest_fresh, npz_bytes, run, write_tree
 
 
 def test_interrupted_run_keeps_finished_shards(tmp_path, monkeypatch):
     write_tree(tmp_path / "raw")
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, _ = build_manifest(source)
     calls = []
     real = shards.build_shard
@@ -37,7 +36,7 @@ def test_interrupted_run_keeps_finished_shards(tmp_path, monkeypatch):
 
 def test_changed_and_removed_files_carry_the_other_rows(tmp_path):
     write_tree(tmp_path / "raw", n=12)
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     run(source, storage)
     # One file changes, one disappears (shards "aa" and "ab"): only the changed one is decoded,
     # the surviving rows and rejections of those shards are copied, not recomputed.
@@ -59,7 +58,7 @@ def test_changed_and_removed_files_carry_the_other_rows(tmp_path):
 
 def test_small_additions_compact_after_max_parts(tmp_path):
     write_tree(tmp_path / "raw", n=3)
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, _ = build_manifest(source)
     ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1", max_parts=3)
     rng = np.random.default_rng(3)

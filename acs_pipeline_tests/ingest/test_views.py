@@ -9,7 +9,6 @@ import pytest
 from acs_pipeline.ingest.manifest import IngestError, build_manifest
 from acs_pipeline.ingest.read import load_view
 from acs_pipeline.ingest.views import finish_view, ingest_view, survey_view, update_shards
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.ingest.raw_tree import beat_train, npz_bytes, run, write_tree
 from acs_pipeline_tests.s3_fixtures import upload_tree
@@ -17,7 +16,7 @@ from acs_pipeline_tests.s3_fixtures import upload_tree
 
 def test_every_file_ends_as_row_or_reasoned_rejection(tmp_path):
     files = write_tree(tmp_path / "raw")
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, counts, rep = run(source, storage)
     assert counts["listed"] == len(files) == 13
     assert rep.rows + rep.rejected == len(files)
@@ -33,7 +32,7 @@ def test_every_file_ends_as_row_or_reasoned_rejection(tmp_path):
 
 def test_rerun_reuses_every_shard_and_recomputes_only_changed(tmp_path):
     write_tree(tmp_path / "raw")
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     m1, _, first = run(source, storage)
     m2, counts, again = run(source, storage)
     assert (again.shards_reused, again.shards_computed) == (3, 0)
@@ -56,7 +55,7 @@ def test_rerun_reuses_every_shard_and_recomputes_only_changed(tmp_path):
 
 def test_12lead_view(tmp_path):
     write_tree(tmp_path / "raw", n=3)
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     _, _, rep = run(source, storage, view="ecg_12lead")
     tset = load_view(storage, "ecg_12lead")
     assert tset.x.shape == (3, 12, 5000)
@@ -68,10 +67,10 @@ def test_12lead_view(tmp_path):
 def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
     write_tree(tmp_path / "raw")
     upload_tree(s3_server, s3_bucket, "ed-bwh-ecg/v1", tmp_path / "raw")
-    src = RawSource(f"s3://{s3_bucket}/ed-bwh-ecg/v1", endpoint_url=s3_server)
+    src = Storage(f"s3://{s3_bucket}/ed-bwh-ecg/v1", endpoint_url=s3_server)
     st = Storage(f"s3://{s3_bucket}/store", endpoint_url=s3_server)
     manifest, counts, rep = run(src, st)
-    local_manifest, _, local = run(RawSource(str(tmp_path / "raw")),
+    local_manifest, _, local = run(Storage(str(tmp_path / "raw")),
                                    Storage(str(tmp_path / "store")))
     assert manifest["sha256"].to_list() == local_manifest["sha256"].to_list()
     assert (rep.rows, rep.rejected) == (local.rows, local.rejected)
@@ -92,7 +91,7 @@ def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
 
 def test_one_digit_shards_group_folders_and_switching_rebuilds(tmp_path):
     write_tree(tmp_path / "raw")
-    source, storage = RawSource(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
     manifest, _ = build_manifest(source)
     two = ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1")
     x2 = load_view(storage, "ecg_3by4")
@@ -117,7 +116,7 @@ def test_update_in_steps_matches_one_call_and_the_index_waits_for_every_shard(tm
     """survey -> update shard groups separately (as the asset's steps do) -> finish gives the
     one-call result; finishing with a stale shard, or from a partial survey, is refused."""
     write_tree(tmp_path / "raw")
-    source = RawSource(str(tmp_path / "raw"))
+    source = Storage(str(tmp_path / "raw"))
     manifest, _ = build_manifest(source)
     one = ingest_view(source, Storage(str(tmp_path / "one")), manifest, "ecg_3by4",
                       code_version="t1")

@@ -1,25 +1,58 @@
-"""Storage: local and S3 (moto server on loopback) round trips, atomicity, listing, pyarrow."""
+"""Storage on both backends (local, and S3 on a moto server on loopback): round trips,
+atomicity, listing, reads."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import pickle
-import stat
+import threading
+import time
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from acs_pipeline.io.storage import (
-    ObjectNotFoundError,
-    Storage,
-    StorageError,
-    sha256_bytes,
-    sha256_file,
-)
-from acs_pipeline_tests.s3_fixtures import s3_client
+from acs_pipeline.io.objects import ObjectNotFoundError, StorageError, StoredObject
+from acs_pipeline.io.storage import Storage, sha256_bytes, sha256_file
+from acs_pipeline_tests.s3_fixtures import s3_client, upload_tree
+
+IDS = ["3df45120a4", "3d00000001", "a1b2c3d4e5", "ff00ff00ff"]
+PREFIX = "ed-bwh-ecg/v1"
+
+
+def _write_dataset(root: Path) -> dict[str, bytes]:
+    """A tiny dataset tree in the Nightingale layout; returns key -> content."""
+    files = {
+        f"ecg-waveforms-npz/{i[:2]}/{i}.npz": f"npz-{i}".encode() * (n + 1)
+        for n, i in enumerate(IDS)
+    }
+    files["patient.csv"] = b"patient_ngsci_id,sex\npat00000001,F\n"
+    files["ecg-metadata.csv"] = b"patient_ngsci_id,ecg_id,date\n"
+    for key, data in files.items():
+        (root / key).parent.mkdir(parents=True, exist_ok=True)
+        (root / key).write_bytes(data)
+    return files
+
+
+@pytest.fixture
+def dataset(tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    root = tmp_path / "v1"
+    return root, _write_dataset(root)
+
+
+@pytest.fixture(params=["local", "s3"])
+def source(request: pytest.FixtureRequest, dataset) -> tuple[Storage, dict[str, bytes]]:
+    root, files = dataset
+    if request.param == "local":
+        return Storage(str(root), max_workers=3), files
+    endpoint = request.getfixturevalue("s3_server")
+    bucket = request.getfixturevalue("s3_bucket")
+    upload_tree(endpoint, bucket, PREFIX, root)
+    s3_client(endpoint).put_object(Bucket=bucket, Key="ed-bwh-ecg/v1-other/x.npz", Body=b"x")
+    return Storage(f"s3://{bucket}/{PREFIX}", endpoint_url=endpoint, max_workers=3), files
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -90,29 +123,6 @@ def test_open_write_exception_keeps_previous_content(storage: Storage) -> None:
     assert _leftovers(storage) == [("runs/r1/" if storage.is_s3 else "") + "reports/r.html"]
 
 
-def test_local_crash_during_rename_leaves_previous(tmp_path: Path, monkeypatch) -> None:
-    storage = Storage(str(tmp_path))
-    storage.write_bytes("a/x.csv", b"old")
-
-    def boom(src, dst):
-        raise OSError("disk gone")
-
-    monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError, match="disk gone"):
-        storage.write_bytes("a/x.csv", b"new")
-    monkeypatch.undo()
-    assert storage.read_bytes("a/x.csv") == b"old"
-    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == ["x.csv"]
-
-
-def test_local_written_file_has_normal_permissions(tmp_path: Path) -> None:
-    storage = Storage(str(tmp_path))
-    storage.write_bytes("p.bin", b"1")
-    umask = os.umask(0o022)
-    os.umask(umask)
-    assert stat.S_IMODE((tmp_path / "p.bin").stat().st_mode) == 0o666 & ~umask
-
-
 def test_put_and_get_file(storage: Storage, tmp_path: Path) -> None:
     src = tmp_path / "work" / "best.ckpt"
     src.parent.mkdir()
@@ -154,28 +164,21 @@ def test_delete_and_missing(storage: Storage) -> None:
         storage.size("d/x")
 
 
-def test_delete_leaves_no_empty_folders_locally(tmp_path: Path) -> None:
-    st = Storage(str(tmp_path / "root"))
-    st.write_bytes("a/b/c/x", b"1")
-    st.write_bytes("a/y", b"2")
-    st.delete("a/b/c/x")
-    assert not (tmp_path / "root/a/b").exists()  # emptied folders go, as prefixes on S3
-    assert st.list("a/") == ["a/y"]
-    st.delete("a/y")
-    assert (tmp_path / "root").is_dir() and not (tmp_path / "root/a").exists()  # root stays
-
-
-def test_parquet_through_pyarrow_fs(storage: Storage) -> None:
+def test_parquet_round_trip_and_footer(storage: Storage) -> None:
     table = pa.table({"ecg_id": ["ecg0000000001", "ecg0000000002"], "y": [0.5, 1.5]})
-    fs, base = storage.pyarrow_fs()
-    fs.create_dir(f"{base}/tables", recursive=True)  # needed locally; a marker object on S3
-    pq.write_table(table, f"{base}/tables/direct.parquet", filesystem=fs)
-    assert pq.read_table(f"{base}/tables/direct.parquet", filesystem=fs).equals(table)
-    assert pq.read_table(io.BytesIO(storage.read_bytes("tables/direct.parquet"))).equals(table)
     with storage.open_write("tables/atomic.parquet") as f:
         pq.write_table(table, f)
-    assert pq.read_table(f"{base}/tables/atomic.parquet", filesystem=fs).equals(table)
-    assert storage.list("tables/") == ["tables/atomic.parquet", "tables/direct.parquet"]
+    assert pq.read_table(pa.BufferReader(storage.read_bytes("tables/atomic.parquet"))).equals(
+        table)
+    with storage.open_read("tables/atomic.parquet") as f:
+        assert pq.read_metadata(f).num_rows == 2
+        f.seek(0)
+        assert f.read(4) == b"PAR1"
+        f.seek(-4, io.SEEK_END)
+        assert f.read() == b"PAR1" and f.read(1) == b""
+    with pytest.raises(ObjectNotFoundError):
+        storage.open_read("tables/missing.parquet")
+    assert storage.list("tables/") == ["tables/atomic.parquet"]
 
 
 def test_invalid_keys_are_rejected(tmp_path: Path) -> None:
@@ -191,19 +194,6 @@ def test_bad_s3_root() -> None:
         Storage("s3://")
 
 
-def test_missing_bucket_names_it(s3_server: str, tmp_path: Path) -> None:
-    storage = Storage("s3://no-such-bucket-xyz/p", endpoint_url=s3_server)
-    with pytest.raises(StorageError, match="bucket 'no-such-bucket-xyz' does not exist"):
-        storage.write_bytes("a", b"1")
-    (tmp_path / "f").write_bytes(b"1")
-    with pytest.raises(StorageError, match="/p/a .*bucket 'no-such-bucket-xyz' does not exist"):
-        storage.put_file("a", tmp_path / "f")
-    with pytest.raises(StorageError, match="no-such-bucket-xyz"), storage.open_write("a") as f:
-        f.write(b"1")
-    with pytest.raises(StorageError, match="no-such-bucket-xyz"):
-        storage.list("")
-
-
 def test_s3_storage_pickles(storage: Storage) -> None:
     storage.write_bytes("k", b"v")
     clone = pickle.loads(pickle.dumps(storage))
@@ -214,3 +204,82 @@ def test_sha256() -> None:
     assert (
         sha256_bytes(b"abc") == "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
     )
+
+
+def test_list_sorted_with_sizes_and_etags(source) -> None:
+    src, files = source
+    objects = src.list_objects()
+    assert [o.key for o in objects] == sorted(files)
+    assert {o.key: o.size for o in objects} == {k: len(v) for k, v in files.items()}
+    for o in objects:
+        if src.is_s3:
+            assert o.etag == hashlib.md5(files[o.key]).hexdigest()
+        else:
+            st = (Path(src.root) / o.key).stat()
+            assert o.etag == f"{st.st_size}-{st.st_mtime_ns}"
+    npz = src.list_objects("ecg-waveforms-npz/", suffix=".npz")
+    assert [o.key for o in npz] == sorted(k for k in files if k.endswith(".npz"))
+    assert [o.key for o in src.list_objects("ecg-waveforms-npz/3d/")] == [
+        "ecg-waveforms-npz/3d/3d00000001.npz",
+        "ecg-waveforms-npz/3d/3df45120a4.npz",
+    ]
+    ecg = sorted(k for k in files if k.startswith("ecg-"))
+    assert [o.key for o in src.list_objects("ecg-")] == ecg
+    assert src.list_objects(suffix=".csv") == [o for o in objects if o.key.endswith(".csv")]
+    assert src.list_objects("nothing/") == []
+    assert isinstance(objects[0], StoredObject)
+    src.check()
+
+
+def test_read_and_exists(source) -> None:
+    src, files = source
+    key = "ecg-waveforms-npz/3d/3df45120a4.npz"
+    assert src.read_bytes(key) == files[key]
+    assert src.exists(key)
+    assert not src.exists("ecg-waveforms-npz/3d/0000000000.npz")
+    with pytest.raises(ObjectNotFoundError, match="0000000000.npz") as info:
+        src.read_bytes("ecg-waveforms-npz/3d/0000000000.npz")
+    assert info.value.key == "ecg-waveforms-npz/3d/0000000000.npz"
+    with pytest.raises(StorageError, match="invalid storage key"):
+        src.read_bytes("../secret")
+
+
+def test_read_many_reports_a_deleted_object_and_keeps_order(source) -> None:
+    src, files = source
+    keys = [o.key for o in src.list_objects(suffix=".npz")]
+    gone = keys[1]
+    if src.is_s3:
+        s3_client(src.endpoint_url).delete_object(Bucket=src.bucket, Key=f"{PREFIX}/{gone}")
+    else:
+        (Path(src.root) / gone).unlink()
+    results = list(src.read_many(keys))
+    assert [k for k, _ in results] == keys
+    for key, result in results:
+        if key == gone:
+            assert isinstance(result, ObjectNotFoundError)
+            assert result.key == gone and gone in str(result)
+        else:
+            assert result == files[key]
+
+
+def test_read_many_bounds_reads_in_flight(dataset) -> None:
+    root, files = dataset
+    src = Storage(str(root), max_workers=2)
+    started = [0]
+    lock = threading.Lock()
+    original = src.read_bytes
+
+    def counting_read(key: str) -> bytes:
+        with lock:
+            started[0] += 1
+        return original(key)
+
+    src.read_bytes = counting_read  # type: ignore[method-assign]
+    keys = sorted(files) * 10
+    consumed = 0
+    for key, data in src.read_many(keys):
+        time.sleep(0.002)
+        consumed += 1
+        assert data == files[key]
+        assert started[0] - consumed <= 2 * src.max_workers
+    assert consumed == len(keys) == started[0]

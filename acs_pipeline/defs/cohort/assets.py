@@ -40,7 +40,7 @@ def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
                     storage: StorageResource) -> dg.MaterializeResult:
     source, st = raw.source(), storage.get()
     source.check()
-    parsed = tables.read_tables(source.read)
+    parsed = tables.read_tables(source.read_bytes)
     meta: dict = {}
     digest = hashlib.sha256()
     for name, df in parsed.items():

@@ -8,11 +8,10 @@ from acs_pipeline.defs.common import HOLDOUT_MANIFEST, MANIFEST, RETRY_IO, table
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.io import frames
-from acs_pipeline.io.rawsource import RawSource
 from acs_pipeline.io.storage import Storage
 
 
-def _manifest_asset(context, source: RawSource, storage: Storage, rel: str) -> dg.MaterializeResult:
+def _manifest_asset(context, source: Storage, storage: Storage, rel: str) -> dg.MaterializeResult:
     source.check()
     previous = frames.read_parquet(storage, rel) if storage.exists(rel) else None
     manifest, counts = build_manifest(source, previous)

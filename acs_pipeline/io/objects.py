@@ -1,0 +1,45 @@
+"""What the storage backends share: relative keys, listed objects and the errors they raise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import PurePosixPath
+
+TMP_SUFFIX = ".acs-tmp"  # temporary files of writes in flight (never listed)
+
+
+class StorageError(RuntimeError):
+    """A storage operation failed; the message names the URI (or endpoint) and the reason."""
+
+
+class ObjectNotFoundError(StorageError, FileNotFoundError):
+    """The requested key does not exist (for example deleted between listing and reading)."""
+
+    def __init__(self, message: str, key: str = ""):
+        super().__init__(message)
+        self.key = key
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One object: key relative to the root, size in bytes, and a change tag.
+
+    ``etag`` is the S3 ETag (quotes removed) or ``f'{size}-{mtime_ns}'`` for local files.
+    """
+
+    key: str
+    size: int
+    etag: str
+
+
+def check_key(key: str, *, allow_empty: bool = False) -> str:
+    """Validate a relative key (posix, not absolute, no ``..``); returns it without ``./``."""
+    if not isinstance(key, str):
+        raise StorageError(f"storage key must be a string, got {type(key).__name__}")
+    if key == "" and allow_empty:
+        return key
+    parts = PurePosixPath(key).parts
+    if not key or key.startswith("/") or "\\" in key or ".." in parts or not parts:
+        raise StorageError(f"invalid storage key {key!r}: expected a relative posix path")
+    trailing = "/" if key.endswith("/") else ""
+    return "/".join(p for p in parts if p != ".") + trailing

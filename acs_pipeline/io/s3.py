@@ -1,0 +1,338 @@
+"""The S3 backend of :class:`~acs_pipeline.io.storage.Storage`, through boto3.
+
+Writes are one ``PutObject`` (or a multipart upload, which also becomes visible only when
+complete). botocore's standard retry mode retries throttling, 5xx and connection errors with
+exponential backoff and jitter; short connect timeouts make a wrong endpoint fail in seconds. A
+body that breaks off while it is streamed (which botocore does not retry) is read again a
+bounded number of times. Credentials come from boto3's default chain (environment, shared
+files, profiles, container and instance roles) and refresh when they expire. Every failure is a
+:class:`StorageError` whose message names the object or prefix, the endpoint and the reason.
+"""
+
+from __future__ import annotations
+
+import http.client
+import io
+import os
+import random
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import IO, Any
+from urllib.parse import urlparse
+
+import boto3
+import botocore.exceptions as bce
+import urllib3.exceptions
+from boto3.exceptions import S3UploadFailedError
+from botocore.config import Config
+
+from acs_pipeline.io.local import publish
+from acs_pipeline.io.objects import TMP_SUFFIX, ObjectNotFoundError, StorageError, StoredObject
+
+CONNECT_TIMEOUT_S = 3.0
+READ_TIMEOUT_S = 30.0
+_MAX_BACKOFF_S = 5.0
+_NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
+_CLIENT_ERRORS = (bce.BotoCoreError, bce.ClientError)
+_UPLOAD_ERRORS = (*_CLIENT_ERRORS, S3UploadFailedError)
+# Failures while streaming a body: botocore has already returned the response, so it does not
+# retry them; we do.
+_TRANSIENT_READ_ERRORS: tuple[type[BaseException], ...] = (
+    bce.IncompleteReadError,
+    bce.ResponseStreamingError,
+    bce.ReadTimeoutError,
+    bce.ConnectionClosedError,
+    urllib3.exceptions.ProtocolError,
+    urllib3.exceptions.ReadTimeoutError,
+    http.client.IncompleteRead,
+    ConnectionError,
+    TimeoutError,
+)
+# The IAM permission each S3 operation needs, for error messages.
+_PERMISSION = {
+    "ListObjectsV2": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "GetObject": "s3:GetObject",
+    "HeadObject": "s3:GetObject",
+    "PutObject": "s3:PutObject",
+    "DeleteObject": "s3:DeleteObject",
+}
+
+
+def parse_s3_uri(uri: str) -> tuple[str, str]:
+    """``s3://bucket/a/b/`` -> ``('bucket', 'a/b')``; raises ValueError for anything else."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"not an s3://bucket[/prefix] URI: {uri!r}")
+    return parsed.netloc, parsed.path.strip("/")
+
+
+def make_s3_client(endpoint_url: str | None, region: str | None, *, max_attempts: int = 5,
+                   max_pool_connections: int = 10) -> Any:
+    """A boto3 S3 client: standard retry mode, short timeouts, refreshable credentials.
+
+    ``max_attempts`` counts every attempt, the first included (botocore's ``total_max_attempts``).
+    """
+    config = Config(
+        retries={"total_max_attempts": max_attempts, "mode": "standard"},
+        connect_timeout=CONNECT_TIMEOUT_S,
+        read_timeout=READ_TIMEOUT_S,
+        max_pool_connections=max_pool_connections,
+    )
+    session = boto3.session.Session(region_name=region)
+    return session.client("s3", endpoint_url=endpoint_url or None, config=config)
+
+
+def s3_error_code(exc: BaseException) -> str | None:
+    """The S3 error code of a ``ClientError`` (``'NoSuchKey'``, ``'404'`` for HEAD), else None."""
+    if isinstance(exc, bce.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", "")) or None
+    return None
+
+
+def describe_s3_error(exc: BaseException, *, uri: str, endpoint: str, operation: str) -> str:
+    """One clear sentence for a botocore failure: what, where, and which permission or setting."""
+    where = f"{operation} {uri} (endpoint {endpoint})"
+    inner = exc.__cause__ or exc.__context__
+    if isinstance(exc, S3UploadFailedError) and isinstance(inner, _CLIENT_ERRORS):
+        exc = inner  # boto3's transfer manager wraps the real error
+    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
+        return (
+            f"{where}: no usable AWS credentials found (looked at AWS_ACCESS_KEY_ID/"
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the shared credentials and config files, "
+            f"container and instance roles): {exc}"
+        )
+    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
+        return f"{where}: S3 endpoint {endpoint} is unreachable: {exc}"
+    if isinstance(exc, bce.ReadTimeoutError):
+        return f"{where}: S3 endpoint {endpoint} timed out: {exc}"
+    code = s3_error_code(exc)
+    if code is None:
+        return f"{where}: {type(exc).__name__}: {exc}"
+    permission = _PERMISSION.get(operation, f"s3:{operation}")
+    bucket = urlparse(uri).netloc
+    reasons = {
+        "NoSuchBucket": f"bucket {bucket!r} does not exist",
+        "AccessDenied": f"access denied: needs permission {permission}",
+        "403": f"access denied (HTTP 403): needs permission {permission}",
+        "AllAccessDisabled": f"access to bucket {bucket!r} is disabled",
+        "InvalidAccessKeyId": "credentials rejected: the access key id is unknown to the endpoint",
+        "SignatureDoesNotMatch": "credentials rejected: the secret key does not match",
+        "ExpiredToken": "credentials rejected: the session token has expired",
+        "InvalidToken": "credentials rejected: the session token is invalid",
+        "NoSuchKey": "no such object",
+        "404": "no such object (HTTP 404)",
+    }
+    return f"{where}: {reasons.get(code, f'{code}: {exc}')}"
+
+
+class S3Backend:
+    """``s3://bucket/prefix`` addressed by validated relative keys; picklable (the client is
+    rebuilt lazily in the new process)."""
+
+    def __init__(self, root: str, *, endpoint_url: str | None, region: str | None,
+                 max_attempts: int, max_pool_connections: int, page_size: int,
+                 backoff_s: float):
+        try:
+            self.bucket, self.prefix = parse_s3_uri(root)
+        except ValueError as exc:
+            raise StorageError(str(exc)) from None
+        self.root = f"s3://{self.bucket}/{self.prefix}".rstrip("/")
+        self.base = f"{self.prefix}/" if self.prefix else ""
+        self.endpoint_url, self.region = endpoint_url, region
+        self.max_attempts, self.page_size, self.backoff_s = max_attempts, page_size, backoff_s
+        self.max_pool_connections = max_pool_connections
+        self._client: Any = None
+        self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_client"] = None  # boto3 clients do not pickle
+        del state["_lock"]
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._lock = threading.Lock()
+
+    @property
+    def client(self) -> Any:
+        """The boto3 S3 client (thread-safe), created on first use."""
+        with self._lock:
+            if self._client is None:
+                self._client = make_s3_client(
+                    self.endpoint_url, self.region, max_attempts=self.max_attempts,
+                    max_pool_connections=self.max_pool_connections)
+            return self._client
+
+    def uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{self.base}{key}" if key else self.root
+
+    def _fail(self, exc: BaseException, key: str, operation: str,
+              client: Any = None) -> StorageError:
+        endpoint = (client or self.client).meta.endpoint_url
+        message = describe_s3_error(exc, uri=self.uri(key), endpoint=endpoint,
+                                    operation=operation)
+        if key and s3_error_code(exc) in _NOT_FOUND_CODES:
+            return ObjectNotFoundError(message, key)
+        return StorageError(message)
+
+    # ---- writes
+
+    def write_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self.base + key, Body=data)
+        except _CLIENT_ERRORS as exc:
+            raise self._fail(exc, key, "PutObject") from exc
+
+    @contextmanager
+    def open_write(self, key: str) -> Iterator[IO[bytes]]:
+        """Buffer in a local temporary file; upload it when the block succeeds."""
+        with tempfile.TemporaryFile(suffix=TMP_SUFFIX) as f:
+            yield f
+            f.flush()
+            f.seek(0)
+            try:
+                self.client.upload_fileobj(f, self.bucket, self.base + key)
+            except _UPLOAD_ERRORS as exc:
+                raise self._fail(exc, key, "PutObject") from exc
+
+    def put_file(self, key: str, local: Path) -> None:
+        try:
+            self.client.upload_file(str(local), self.bucket, self.base + key)
+        except _UPLOAD_ERRORS as exc:
+            raise self._fail(exc, key, "PutObject") from exc
+
+    # ---- reads
+
+    def read_bytes(self, key: str, byte_range: str | None = None) -> bytes:
+        """The object's bytes (or a ``bytes=a-b`` range of them); a body that breaks off is
+        read again, up to ``max_attempts`` times with backoff."""
+        extra = {"Range": byte_range} if byte_range else {}
+        last: BaseException | None = None
+        for attempt in range(1, self.max_attempts + 1):
+            try:  # botocore has retried throttling, 5xx and connection errors here already
+                response = self.client.get_object(Bucket=self.bucket, Key=self.base + key,
+                                                  **extra)
+            except _CLIENT_ERRORS as exc:
+                raise self._fail(exc, key, "GetObject") from exc
+            body = response["Body"]  # not `with body`: that yields the unverified raw stream
+            try:
+                return body.read()
+            except _TRANSIENT_READ_ERRORS as exc:
+                last = exc
+            finally:
+                body.close()
+            if attempt < self.max_attempts:
+                delay = min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
+                time.sleep(delay * (0.5 + random.random() / 2))
+        raise StorageError(
+            f"GetObject {self.uri(key)} (endpoint {self.client.meta.endpoint_url}): body read "
+            f"failed {self.max_attempts} times, last: {type(last).__name__}: {last}"
+        )
+
+    def open_read(self, key: str) -> IO[bytes]:
+        return _RangedReader(self, key, self.size(key))
+
+    def get_file(self, key: str, local: Path) -> None:
+        local.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=TMP_SUFFIX)
+        os.close(fd)
+        try:
+            self.client.download_file(self.bucket, self.base + key, tmp)
+            publish(tmp, local)
+        except _CLIENT_ERRORS as exc:
+            raise self._fail(exc, key, "GetObject") from exc
+        finally:
+            with suppress(FileNotFoundError):
+                os.unlink(tmp)
+
+    def _head(self, key: str) -> dict[str, Any] | None:
+        try:
+            return self.client.head_object(Bucket=self.bucket, Key=self.base + key)
+        except bce.ClientError as exc:
+            if s3_error_code(exc) in _NOT_FOUND_CODES:
+                return None
+            raise self._fail(exc, key, "HeadObject") from exc
+        except bce.BotoCoreError as exc:
+            raise self._fail(exc, key, "HeadObject") from exc
+
+    def exists(self, key: str) -> bool:
+        return self._head(key) is not None
+
+    def size(self, key: str) -> int:
+        head = self._head(key)
+        if head is None:
+            raise ObjectNotFoundError(f"HeadObject {self.uri(key)}: no such object", key)
+        return int(head["ContentLength"])
+
+    def delete(self, key: str) -> None:
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=self.base + key)
+        except _CLIENT_ERRORS as exc:
+            raise self._fail(exc, key, "DeleteObject") from exc
+
+    def list(self, prefix: str) -> list[StoredObject]:
+        """Objects whose key starts with ``prefix`` (paginated ``ListObjectsV2``)."""
+        objects = []
+        try:
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.base + prefix,
+                PaginationConfig={"PageSize": self.page_size})
+            for page in pages:
+                for item in page.get("Contents", []):
+                    key = item["Key"][len(self.base):]
+                    if key and not key.endswith("/"):
+                        etag = str(item.get("ETag", "")).strip('"')
+                        objects.append(StoredObject(key, int(item["Size"]), etag))
+        except _CLIENT_ERRORS as exc:
+            raise self._fail(exc, prefix, "ListObjectsV2") from exc
+        return objects
+
+    def check(self) -> None:
+        """``ListObjectsV2`` with ``MaxKeys=1`` through a client that retries once."""
+        client = make_s3_client(self.endpoint_url, self.region, max_attempts=2)
+        try:
+            page = client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
+        except _CLIENT_ERRORS as exc:
+            raise self._fail(exc, "", "ListObjectsV2", client) from exc
+        if not page.get("KeyCount", len(page.get("Contents", []))):
+            raise StorageError(
+                f"ListObjectsV2 {self.root} (endpoint {client.meta.endpoint_url}): no objects "
+                "under this prefix; is the root right?"
+            )
+
+
+class _RangedReader(io.RawIOBase):
+    """A seekable read-only file over one object: each read is one ranged ``GetObject``
+    (pyarrow reads a Parquet footer with a single one)."""
+
+    def __init__(self, backend: S3Backend, key: str, size: int):
+        self._backend, self._key, self._size, self._pos = backend, key, size, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        start = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: self._size}[whence]
+        self._pos = max(0, start + offset)
+        return self._pos
+
+    def readinto(self, buffer: Any) -> int:
+        n = min(len(buffer), self._size - self._pos)
+        if n <= 0:
+            return 0
+        data = self._backend.read_bytes(self._key, f"bytes={self._pos}-{self._pos + n - 1}")
+        buffer[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
