@@ -169,16 +169,17 @@ def bench_model(
 
 def bench_models(profile: str, only: list[str] | None, cpu_batch: int, steps: int) -> None:
     try:
-        from acs_pipeline.models import registry
+        from acs_pipeline.ingest.transform import VIEWS
+        from acs_pipeline.models.specs import MODEL_NAMES, model_spec
         from acs_pipeline.training.stages import trainable_model
     except ImportError as e:
-        emit(bench="train_step", skipped=f"acs_pipeline.models.registry unavailable: {e}")
+        emit(bench="train_step", skipped=f"acs_pipeline.training unavailable: {e}")
         return
-    names = list(only or getattr(registry, "MODEL_NAMES", ()))
+    names = list(only or MODEL_NAMES)
     for name in names:
-        spec = registry.model_spec(name) if hasattr(registry, "model_spec") else None
-        recipe_batch = getattr(spec, "batch_size", 32 if name == "s4" else 64)
-        channels = 12 if getattr(spec, "view", "ecg_3by4") == "ecg_12lead" else 3
+        spec = model_spec(name)
+        recipe_batch = spec.batch_size
+        channels = VIEWS[spec.view]
         batch = recipe_batch if torch.cuda.is_available() else cpu_batch
         # the model as training builds it (HuBERT behind its one-logit, (B, 12, 5000) adapter)
         build = lambda n=name: trainable_model(n, profile)  # noqa: E731

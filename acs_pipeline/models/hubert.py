@@ -45,6 +45,7 @@ __all__ = [
     "convert_weight_norm_keys",
     "hubert_config",
     "hubert_input",
+    "weight_norm_spelling",
     "positive_probability",
     "predict_tta",
     "random_crop_start",
@@ -124,6 +125,21 @@ def convert_weight_norm_keys(state_dict: dict[str, Any], parametrized: bool) -> 
         if tail in mapping:
             state_dict[head + _POS_CONV + mapping[tail]] = state_dict.pop(key)
     return state_dict
+
+
+def weight_norm_spelling(state_dict: dict[str, Any]) -> str:
+    """How ``state_dict`` spells the positional convolution's weight norm: ``legacy``
+    (``weight_g``), ``parametrized`` (``parametrizations.weight.original0``), both joined by
+    ``+``, or ``none``."""
+    spellings = [
+        name
+        for name, tail in (
+            ("legacy", "weight_g"),
+            ("parametrized", _LEGACY_TO_PARAMETRIZED["weight_g"]),
+        )
+        if any(k.endswith(_POS_CONV + tail) for k in state_dict)
+    ]
+    return "+".join(spellings) or "none"
 
 
 class HuBERTForECGClassification(nn.Module):

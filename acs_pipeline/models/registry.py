@@ -1,5 +1,4 @@
-"""The benchmark's models by name: their training recipe, a builder per profile and the reference
-state-dict layout of the authors' released weights.
+"""The benchmark's models by name: a builder per profile.
 
 Profiles: ``paper`` builds the exact benchmark architecture; ``smoke`` builds the same class with
 narrow widths so a whole training run fits in CPU minutes. S4 and HuBERT are imported inside their
@@ -8,24 +7,12 @@ builders, so the convolutional models work without those modules.
 
 from __future__ import annotations
 
-import json
-from functools import cache
-from importlib import resources
-
 from torch import nn
 
 from acs_pipeline.models.ecg_omi import ECGOMI
 from acs_pipeline.models.resnet1d import ResidualBlock1D, ResNet1D, resnet18_1d, resnet50_1d
-from acs_pipeline.models.specs import (  # noqa: F401  (re-exported)
-    MODEL_NAMES,
-    PROFILES,
-    VIEWS,
-    ModelSpec,
-    UnknownModelError,
-    model_spec,
-)
+from acs_pipeline.models.specs import PROFILES, UnknownModelError, model_spec
 
-REFERENCE_FILE = "acs_benchwork_state_dicts.json"
 # Smoke widths of the ResNets: (base channels, head width). The smoke nets train without dropout
 # (a few hundred steps on a few hundred ECGs leave nothing to regularise) and with zero-initialised
 # residual branches, which makes their few-step training far less dependent on the random init.
@@ -96,33 +83,3 @@ def build_model(name: str, profile: str = "paper") -> nn.Module:
     if spec.name == "s4":
         return _build_s4(profile)
     return _build_hubert(spec.name.removeprefix("hubert_"), profile)
-
-
-@cache
-def _reference() -> dict:
-    ref = resources.files("acs_pipeline.models").joinpath("reference", REFERENCE_FILE)
-    text = ref.read_text("utf-8")
-    return json.loads(text)
-
-
-def _reference_entry(name: str) -> dict:
-    key = model_spec(name).reference_key
-    if key is None:
-        raise UnknownModelError(f"model {name!r} has no reference layout")
-    return _reference()["models"][key]
-
-
-def reference_layout(name: str) -> dict[str, list[int]]:
-    """Parameter and buffer names -> shapes of the released weights of model ``name`` (in the
-    reference file's order; S4: after the first 5000-sample forward pass)."""
-    return {k: list(v) for k, v in _reference_entry(name)["state_dict"].items()}
-
-
-def reference_parameters(name: str) -> int:
-    """The number of trainable parameters of model ``name`` in the benchmark."""
-    return int(_reference_entry(name)["parameters"])
-
-
-def state_layout(model: nn.Module) -> dict[str, list[int]]:
-    """A model's state-dict names -> shapes, comparable with ``reference_layout``."""
-    return {k: list(v.shape) for k, v in model.state_dict().items()}

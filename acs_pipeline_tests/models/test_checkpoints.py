@@ -1,5 +1,4 @@
 import io
-import os
 import sys
 
 import pytest
@@ -15,19 +14,9 @@ from acs_pipeline.models.checkpoints import (
     match_state_dict,
 )
 from acs_pipeline.models.registry import build_model
-from acs_pipeline_tests.released_fakes import hubert_ecg_module
+from acs_pipeline_tests.released_fakes import Exploit, hubert_ecg_module
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
-
-
-class Exploit:
-    """Runs a shell command when unpickled by a plain pickle."""
-
-    def __init__(self, target: str) -> None:
-        self.target = target
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.target}",))
 
 
 class Harmless:

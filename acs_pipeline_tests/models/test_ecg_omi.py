@@ -2,8 +2,8 @@ import pytest
 import torch
 
 from acs_pipeline.models.ecg_omi import ECGOMI
-from acs_pipeline.models.registry import (
-    build_model,
+from acs_pipeline.models.registry import build_model
+from acs_pipeline_tests.models.reference import (
     reference_layout,
     reference_parameters,
     state_layout,

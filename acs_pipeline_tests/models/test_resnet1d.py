@@ -2,13 +2,13 @@ import pytest
 import torch
 from torch import nn
 
-from acs_pipeline.models.registry import (
-    build_model,
+from acs_pipeline.models.registry import build_model
+from acs_pipeline.models.resnet1d import ResNet1D, resnet18_1d, resnet50_1d
+from acs_pipeline_tests.models.reference import (
     reference_layout,
     reference_parameters,
     state_layout,
 )
-from acs_pipeline.models.resnet1d import ResNet1D, resnet18_1d, resnet50_1d
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
 

@@ -1,22 +1,13 @@
 """The S4 model: the released layout (before and after its kernels grow), blocks, training."""
 
 import copy
-import json
-from pathlib import Path
 
 import pytest
 import torch
 
-import acs_pipeline
 from acs_pipeline.models.s4 import S4_SMOKE_KWARGS, S4Block, S4Model
 from acs_pipeline.models.s4_kernel import S4InputError
-
-REFERENCE = (Path(acs_pipeline.__file__).parent / "models" / "reference"
-             / "acs_benchwork_state_dicts.json")
-
-
-def reference(entry: str) -> dict:
-    return json.loads(REFERENCE.read_text())["models"][entry]
+from acs_pipeline_tests.models.reference import reference_entry as reference
 
 
 def layout(model: torch.nn.Module) -> list[tuple[str, list[int]]]:

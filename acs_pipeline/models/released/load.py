@@ -81,11 +81,6 @@ _HUBERT_EXTRA_FIELDS = ("ensemble_length", "vocab_sizes", "mask_time_prob", "hid
 _HUBERT_CHECKPOINT_FIELDS = ("global_step", "best_val_loss", "finetuning_vocab_size",
                              "use_label_embedding", "linear", "leads_as_channels",
                              "patience_count", "target_label")  # fmt: skip
-_WEIGHT_NORM = {
-    "legacy": ("weight_g", "weight_v"),
-    "parametrized": ("parametrizations.weight.original0", "parametrizations.weight.original1"),
-}
-_POS_CONV = "encoder.pos_conv_embed.conv."
 
 
 class ReleasedWeightsError(CheckpointError):
@@ -170,15 +165,6 @@ def _strip_module_prefix(state: dict[str, torch.Tensor], model: nn.Module) -> tu
     return {k.split(".", 1)[1]: v for k, v in state.items()}, f"{head}."
 
 
-def _weight_norm_spelling(keys: Any) -> str:
-    spellings = [
-        name
-        for name, tails in _WEIGHT_NORM.items()
-        if any(k.endswith(_POS_CONV + tails[0]) for k in keys)
-    ]
-    return "+".join(spellings) or "none"
-
-
 def _hubert_size(config: dict[str, Any], where: str) -> str:
     try:
         dims = (int(config["hidden_size"]), int(config["num_hidden_layers"]))
@@ -245,7 +231,7 @@ def _hubert(obj: dict, where: str) -> tuple[str, nn.Module, dict, dict]:
             "hubert_ecg.HuBERTECGConfig"
         )
     size = _hubert_size(given, where)
-    from acs_pipeline.models.hubert import hubert_config
+    from acs_pipeline.models.hubert import hubert_config, weight_norm_spelling
 
     ours = hubert_config(size).to_dict()
     wrong = _differences(given, {k: ours[k] for k in HUBERT_ARCH_FIELDS if k in ours})
@@ -268,7 +254,7 @@ def _hubert(obj: dict, where: str) -> tuple[str, nn.Module, dict, dict]:
             for k in obj
             if k in _HUBERT_CHECKPOINT_FIELDS or str(k).startswith("target_val_")
         },
-        "weight_norm_spelling": _weight_norm_spelling(state),
+        "weight_norm_spelling": weight_norm_spelling(state),
     }
     return registry_name, module, state, config
 
@@ -283,13 +269,13 @@ def _fit_traps(name: str, module: nn.Module, state: dict, where: str) -> list[st
         if rows and rows[0] >= 2:
             module.grow(2 * (int(rows[0]) - 1))  # as the first long forward pass does
     if name == "hubert":
-        from acs_pipeline.models.hubert import convert_weight_norm_keys
+        from acs_pipeline.models.hubert import convert_weight_norm_keys, weight_norm_spelling
 
-        if _weight_norm_spelling(state) == "legacy+parametrized":
+        if weight_norm_spelling(state) == "legacy+parametrized":
             raise ReleasedWeightsError(
                 f"{where}: the positional convolution is stored in both weight-norm spellings"
             )
-        parametrized = any(_WEIGHT_NORM["parametrized"][0] in k for k in module.state_dict())
+        parametrized = weight_norm_spelling(module.state_dict()) == "parametrized"
         convert_weight_norm_keys(state, parametrized=parametrized)
     return ignored
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from acs_pipeline.ingest.transform import VIEWS
 from acs_pipeline.models.released.load import LoadedRelease, ReleasedWeightsError
 
 __all__ = ["predict_released"]
@@ -15,7 +16,7 @@ def predict_released(loaded: LoadedRelease, x: np.ndarray) -> np.ndarray:
     the maximum over three 5-s crops, as the benchmark's HuBERT predictions do."""
     from acs_pipeline.training.predict import predict_model
 
-    channels = 12 if loaded.info.view == "ecg_12lead" else 3
+    channels = VIEWS[loaded.info.view]
     if x.ndim != 3 or x.shape[1] != channels:
         raise ReleasedWeightsError(
             f"{loaded.info.name}: expected tensors of shape (N, {channels}, L) "

@@ -10,10 +10,11 @@ import torch
 
 from acs_pipeline.models.checkpoints import CheckpointError
 from acs_pipeline.models.hubert import convert_weight_norm_keys
-from acs_pipeline.models.registry import build_model, reference_layout
+from acs_pipeline.models.registry import build_model
 from acs_pipeline.models.released.load import ReleasedWeightsError, load_released
 from acs_pipeline.models.released.predict import predict_released
 from acs_pipeline.training.predict import predict_model
+from acs_pipeline_tests.models.reference import reference_layout
 from acs_pipeline_tests.released_fakes import (
     Exploit,
     assert_same_state,
