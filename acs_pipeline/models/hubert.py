@@ -14,21 +14,17 @@ Conventions
   (order-8 Chebyshev I anti-alias filter applied forwards and backwards, then every 5th sample),
   on the concatenated signal exactly as HuBERT-ECG's own data pipeline does.
 * Targets are two columns ``[y, 1 - y]``: logit/class index 0 is the positive class (ACS). The
-  probability of ACS is ``softmax(logits)[:, 0]``; test-time augmentation takes the maximum of
-  it over several crops.
-* Loss: class-weighted BCE-with-logits on ``[y, 1 - y]`` with one positive weight per column
-  (HuBERT-ECG's ``(N - count) / count``).
+  probability of ACS is ``softmax(logits)[:, 0]``; ``HubertBinary`` trains and predicts it as
+  one logit, with test-time augmentation (the maximum over several crops).
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import signal
 from torch import Tensor, nn
 from transformers import HubertConfig
@@ -40,17 +36,12 @@ __all__ = [
     "INPUT_SAMPLES",
     "N_LEADS",
     "HuBERTForECGClassification",
+    "HubertBinary",
     "HubertInputError",
-    "class_pos_weights",
     "convert_weight_norm_keys",
     "hubert_config",
     "hubert_input",
     "weight_norm_spelling",
-    "positive_probability",
-    "predict_tta",
-    "random_crop_start",
-    "tta_crop_starts",
-    "weighted_bce_loss",
 ]
 
 N_LEADS = 12
@@ -206,77 +197,28 @@ def hubert_input(x12: Tensor, crop_start: int) -> Tensor:
     return torch.from_numpy(np.ascontiguousarray(decimated)).to(x12.device, torch.float32)
 
 
-def random_crop_start(generator: torch.Generator | np.random.Generator, length: int = 5000) -> int:
-    """A uniformly random crop start in ``[0, length - 2500]`` (training augmentation)."""
-    high = length - CROP_SAMPLES
-    if high < 0:
-        raise HubertInputError(f"{length} samples are shorter than one {CROP_SAMPLES}-sample crop")
-    if isinstance(generator, np.random.Generator):
-        return int(generator.integers(0, high + 1))
-    return int(torch.randint(0, high + 1, (1,), generator=generator).item())
+class HubertBinary(nn.Module):
+    """HuBERT-ECG as a one-logit classifier over (B, 12, L) 500-Hz input: the logit of ACS.
 
-
-def tta_crop_starts(n_crops: int, length: int = 5000) -> list[int]:
-    """Evenly spaced crop starts covering the record (first at 0, last at ``length - 2500``);
-    a single crop is centred."""
-    if n_crops < 1:
-        raise HubertInputError(f"n_crops must be >= 1, got {n_crops}")
-    high = length - CROP_SAMPLES
-    if high < 0:
-        raise HubertInputError(f"{length} samples are shorter than one {CROP_SAMPLES}-sample crop")
-    if n_crops == 1:
-        return [high // 2]
-    return [int(round(s)) for s in np.linspace(0, high, n_crops)]
-
-
-def positive_probability(logits: Tensor) -> Tensor:
-    """P(ACS) from (B, 2) logits over ``[ACS, not ACS]``: ``softmax(logits)[:, 0]``."""
-    return torch.softmax(logits.float(), dim=-1)[:, 0]
-
-
-@torch.no_grad()
-def predict_tta(
-    model: nn.Module, x12: Tensor, n_crops: int = 3, starts: Sequence[int] | None = None
-) -> Tensor:
-    """Test-time augmentation: P(ACS) (B,) as the maximum over ``n_crops`` evenly spaced 5-s
-    crops (or the given ``starts``). Runs the model in eval mode and restores its mode."""
-    starts = list(starts) if starts is not None else tta_crop_starts(n_crops, x12.shape[-1])
-    was_training = model.training
-    model.eval()
-    try:
-        device = next(model.parameters()).device
-        probs = [
-            positive_probability(model(hubert_input(x12, start).to(device))) for start in starts
-        ]
-    finally:
-        model.train(was_training)
-    return torch.stack(probs, dim=0).amax(dim=0)
-
-
-def class_pos_weights(y: Tensor) -> Tensor:
-    """Per-column positive weights ``(N - count) / count`` for the targets ``[y, 1 - y]``."""
-    y = y.float().flatten()
-    n_pos = y.sum()
-    n_neg = y.numel() - n_pos
-    if n_pos == 0 or n_neg == 0:
-        raise HubertInputError("class weights need both positive and negative labels")
-    return torch.stack([n_neg / n_pos, n_pos / n_neg])
-
-
-def weighted_bce_loss(logits: Tensor, y: Tensor, pos_weight: Tensor | float) -> Tensor:
-    """Class-weighted ``BCEWithLogits`` of (B, 2) logits against ``[y, 1 - y]``.
-
-    ``pos_weight``: one weight per column (2,), e.g. :func:`class_pos_weights`; a float ``w``
-    means ``[w, 1 / w]``.
+    The head's two logits are for ``[ACS, not ACS]``; their difference is the logit of ACS
+    (its sigmoid is ``softmax(logits)[:, 0]``), so BCE-with-logits on it equals the two-class
+    cross-entropy. Training takes one random 5-s crop per batch; evaluation takes the maximum
+    over ``n_crops`` evenly spaced crops, the first at 0 and the last at ``L - 2500``
+    (test-time augmentation).
     """
-    if logits.ndim != 2 or logits.shape[1] != N_CLASSES or y.shape != logits.shape[:1]:
-        raise HubertInputError(
-            f"expected logits (B, 2) and labels (B,), got {tuple(logits.shape)} and "
-            f"{tuple(y.shape)}"
-        )
-    y = y.to(logits.dtype)
-    target = torch.stack([y, 1.0 - y], dim=1)
-    if not isinstance(pos_weight, Tensor):
-        pos_weight = torch.tensor([float(pos_weight), 1.0 / float(pos_weight)])
-    pos_weight = pos_weight.to(device=logits.device, dtype=logits.dtype)
-    return F.binary_cross_entropy_with_logits(logits, target, pos_weight=pos_weight)
+
+    def __init__(self, model: nn.Module, n_crops: int = 3) -> None:
+        super().__init__()
+        self.model = model
+        self.n_crops = n_crops
+
+    def _logit(self, x12: Tensor, start: int) -> Tensor:
+        logits = self.model(hubert_input(x12, start))
+        return logits[:, 0] - logits[:, 1]
+
+    def forward(self, x12: Tensor) -> Tensor:
+        length = x12.shape[-1] - CROP_SAMPLES
+        if self.training:
+            return self._logit(x12, int(torch.randint(0, length + 1, (1,)).item()))
+        starts = np.linspace(0, length, self.n_crops).astype(int)
+        return torch.stack([self._logit(x12, int(s)) for s in starts]).max(dim=0).values

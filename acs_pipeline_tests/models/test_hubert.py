@@ -4,22 +4,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 import acs_pipeline
 from acs_pipeline.models.hubert import (
     INPUT_SAMPLES,
+    HubertBinary,
     HuBERTForECGClassification,
     HubertInputError,
-    class_pos_weights,
     convert_weight_norm_keys,
     hubert_config,
     hubert_input,
-    positive_probability,
-    predict_tta,
-    random_crop_start,
-    tta_crop_starts,
-    weighted_bce_loss,
 )
 
 REFERENCE = (Path(acs_pipeline.__file__).parent / "models" / "reference"
@@ -58,7 +54,9 @@ def test_smoke_forward_shapes_and_frames(smoke_model):
     assert logits.shape == (3, 2)
     frames = smoke_model.hubert_ecg(x).last_hidden_state.shape[1]
     assert frames == 93  # 6000 samples through strides 4,2,2,2,2
-    loss = weighted_bce_loss(logits, torch.tensor([1.0, 0.0, 1.0]), 2.0)
+    # the loss training uses (HubertBinary): BCE on the logit of ACS
+    loss = F.binary_cross_entropy_with_logits(logits[:, 0] - logits[:, 1],
+                                              torch.tensor([1.0, 0.0, 1.0]))
     loss.backward()
     assert smoke_model.classifier[0].weight.grad.abs().sum() > 0
     assert smoke_model.hubert_ecg.feature_extractor.conv_layers[0].conv.weight.grad is not None
@@ -112,17 +110,6 @@ def test_hubert_input_rejects_bad_input():
         hubert_input(x, 0)
 
 
-def test_crop_starts():
-    assert tta_crop_starts(3) == [0, 1250, 2500]
-    assert tta_crop_starts(1) == [1250]
-    starts = {random_crop_start(torch.Generator().manual_seed(i)) for i in range(50)}
-    assert all(0 <= s <= 2500 for s in starts) and len(starts) > 40
-    rng = np.random.default_rng(0)
-    assert 0 <= random_crop_start(rng) <= 2500
-    with pytest.raises(HubertInputError):
-        tta_crop_starts(0)
-
-
 class CropProbe(nn.Module):
     """Logits [m, 0] with m the mean of the input: P(ACS) = sigmoid(m) depends on the crop."""
 
@@ -137,41 +124,38 @@ class CropProbe(nn.Module):
         return torch.stack([m, torch.zeros_like(m)], dim=1)
 
 
-def test_predict_tta_takes_the_max_over_crops():
+def test_binary_adapter_takes_the_max_over_evenly_spaced_crops():
     t = torch.arange(5000, dtype=torch.float32)
     # row 0 rises over time (last crop best), row 1 falls (first crop best)
     x = torch.stack([(t / 5000 - 0.5).expand(12, 5000), (0.5 - t / 5000).expand(12, 5000)])
-    probe = CropProbe().train()
-    probs = predict_tta(probe, x, n_crops=3)
-    assert probs.shape == (2,)
-    per_crop = torch.stack(
-        [positive_probability(probe(hubert_input(x, s))) for s in tta_crop_starts(3)]
-    )
-    torch.testing.assert_close(probs, per_crop.max(dim=0).values)
-    assert probs[0] == per_crop[2, 0] and probs[1] == per_crop[0, 1]
-    assert probs[0] > per_crop[0, 0]
-    assert probe.seen_training[:3] == [False, False, False] and probe.training
+    probe = CropProbe()
+    net = HubertBinary(probe).eval()
+    with torch.no_grad():
+        logit = net(x)
+        per_crop = torch.stack([probe(hubert_input(x, s)) for s in (0, 1250, 2500)])
+    assert logit.shape == (2,)
+    # the logit of ACS is the difference of the two logits: its sigmoid is softmax(...)[:, 0]
+    diffs = per_crop[..., 0] - per_crop[..., 1]
+    torch.testing.assert_close(logit, diffs.max(dim=0).values)
+    assert logit[0] == diffs[2, 0] and logit[1] == diffs[0, 1]
+    torch.testing.assert_close(torch.sigmoid(logit),
+                               torch.softmax(per_crop, dim=-1)[..., 0].max(dim=0).values)
 
 
-def test_predict_tta_on_smoke_model(smoke_model):
-    probs = predict_tta(smoke_model, torch.randn(2, 12, 5000), n_crops=2)
-    assert probs.shape == (2,) and ((probs >= 0) & (probs <= 1)).all()
-
-
-def test_weighted_bce_loss_matches_manual():
-    logits = torch.tensor([[2.0, -1.0], [-0.5, 0.3], [0.1, 0.2]])
-    y = torch.tensor([1.0, 0.0, 0.0])
-    w = class_pos_weights(y)
-    torch.testing.assert_close(w, torch.tensor([2.0, 0.5]))
-    target = torch.stack([y, 1 - y], 1)
-    p = torch.sigmoid(logits)
-    manual = -(w * target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
-    torch.testing.assert_close(weighted_bce_loss(logits, y, w), manual)
-    torch.testing.assert_close(weighted_bce_loss(logits, y, 2.0), manual)
-    with pytest.raises(HubertInputError):
-        weighted_bce_loss(logits[:, :1], y, w)
-    with pytest.raises(HubertInputError, match="both"):
-        class_pos_weights(torch.ones(4))
+def test_binary_adapter_trains_on_one_random_crop(smoke_model):
+    probe = CropProbe()
+    net = HubertBinary(probe).train()
+    x = torch.randn(2, 12, 5000)
+    torch.manual_seed(3)
+    out = net(x)
+    torch.manual_seed(3)
+    start = int(torch.randint(0, 2501, (1,)).item())
+    logits = probe(hubert_input(x, start))
+    torch.testing.assert_close(out, logits[:, 0] - logits[:, 1])
+    assert probe.seen_training[0] and len(probe.seen_training) == 2
+    smoke = HubertBinary(smoke_model).eval()
+    with torch.no_grad():
+        assert smoke(torch.randn(2, 12, 5000)).shape == (2,)
 
 
 def test_both_weight_norm_spellings_load(smoke_model):
