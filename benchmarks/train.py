@@ -12,7 +12,7 @@ loader is measured converting to float32 on the host (the CPU path) and keeping 
 path, where the conversion happens on the device).
 
 Models: every model of ``acs_pipeline.models.registry`` that builds, as training builds it
-(``stages.trainable_model``), one training step (forward, BCE-with-logits, backward, Adam step)
+(``recipes.trainable_model``), one training step (forward, BCE-with-logits, backward, Adam step)
 on random input. On CUDA with the recipe batch
 size, in float32 and in bf16 autocast, with the peak GPU memory; on CPU with a small batch and a
 few steps (stated in the line).
@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acs_pipeline.training.fit import ArrayDataset, ECGClassifier, make_loader  # noqa: E402
+from acs_pipeline.training.data import ArrayDataset, make_loader  # noqa: E402
+from acs_pipeline.training.module import ECGClassifier  # noqa: E402
 
 
 def emit(**fields: Any) -> None:
@@ -171,7 +172,7 @@ def bench_models(profile: str, only: list[str] | None, cpu_batch: int, steps: in
     try:
         from acs_pipeline.ingest.transform import VIEWS
         from acs_pipeline.models.specs import MODEL_NAMES, model_spec
-        from acs_pipeline.training.stages import trainable_model
+        from acs_pipeline.training.recipes import trainable_model
     except ImportError as e:
         emit(bench="train_step", skipped=f"acs_pipeline.training unavailable: {e}")
         return

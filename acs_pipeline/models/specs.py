@@ -54,6 +54,6 @@ def model_spec(name: str) -> ModelSpec:
         ) from None
 
 
-# The code version of the two-stage training recipe (stages.py): bump it when a change to the
-# training code should retrain the checkpoints.
-TRAINING_CODE_VERSION = "stages-1"
+# The code version of the two-stage training recipe (acs_pipeline/training): bump it when a
+# change to the training code should retrain the checkpoints.
+TRAINING_CODE_VERSION = "stages-2"

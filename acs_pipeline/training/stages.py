@@ -1,10 +1,21 @@
-"""The benchmark's two training stages and predictions, on top of storage, tensors and training.
+"""The benchmark's two training stages and their predictions, on top of the storage root.
 
 Stage ``mace`` trains on the untested cohort with the MACE label; stage ``acs`` fine-tunes on the
-tested cohort with the ACS label, starting from the MACE weights. A stage's output directory is
-keyed by everything that determines its result (model, profile, training config, input data
-versions, initial weights, code version), so an unchanged stage is never trained twice and an
-interrupted one resumes from its ``last.ckpt``.
+tested cohort with the ACS label, starting from the MACE weights (``data.STAGES``). Whether a
+stage trains at all is the caller's decision (Dagster's code and data versions): ``train_stage``
+always trains. It trains into the stage's work folder under the storage root::
+
+    models/<model>/<stage>/runs/<work_key>/
+        best.ckpt         the best-validation-AUROC Lightning checkpoint
+        weights.pt        its network's state dict, under the benchmark's names
+        model_card.md
+        last.ckpt         only while the stage is unfinished
+        lightning_logs/   the CSV or TensorBoard logs (local storage roots)
+
+The caller's ``work_key`` is the same for a retry or a re-execution of one run and new for a new
+run, so only a crashed attempt of the same run resumes (from ``last.ckpt``; with S3 storage it
+is uploaded at every epoch start). A finished stage deletes its ``last.ckpt``: it is never
+resumed.
 """
 
 from __future__ import annotations
@@ -15,22 +26,23 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import lightning as L
 import numpy as np
-import polars as pl
 import torch
-from torch import nn
 
 from acs_pipeline.io.storage import Storage
-from acs_pipeline.io.tensors import TensorSet
-from acs_pipeline.models.registry import build_model, model_spec
-from acs_pipeline.models.specs import TRAINING_CODE_VERSION
-from acs_pipeline.training import fit as training
+from acs_pipeline.models.registry import build_model
+from acs_pipeline.training.checkpoint import BEST, LAST
+from acs_pipeline.training.data import STAGES, StageData, check_trainable
+from acs_pipeline.training.fit import TrainResult, fit
+from acs_pipeline.training.predict import predict_model
+from acs_pipeline.training.recipes import StagePlan, adapt
 
-STAGES = {"mace": ("untested", "mace"), "acs": ("tested", "acs")}
+WEIGHTS = "weights.pt"
+MODEL_CARD = "model_card.md"
 
 
 def set_threads(n: int) -> None:
@@ -39,152 +51,21 @@ def set_threads(n: int) -> None:
         torch.set_num_threads(n)
 
 
-@dataclass(frozen=True)
-class StageData:
-    train_ids: np.ndarray
-    train_x: np.ndarray
-    train_y: np.ndarray
-    val_ids: np.ndarray
-    val_x: np.ndarray
-    val_y: np.ndarray
-    missing_tensors: int
-
-    def counts(self) -> dict[str, int]:
-        return {
-            "train_ecgs": len(self.train_y), "train_positives": int(self.train_y.sum()),
-            "validation_ecgs": len(self.val_y), "validation_positives": int(self.val_y.sum()),
-            "missing_tensors": self.missing_tensors,
-        }
-
-
-def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
-               max_train: int | None = None, seed: int = 0) -> StageData:
-    """Rows of a stage's cohort with a label and a tensor, split into train and validation.
-
-    ECGs of the cohort without a tensor (quarantined at ingest) are counted in
-    ``missing_tensors``. ``max_train`` subsamples the training rows (smoke profile), seeded.
-    """
-    which, label = STAGES[stage]
-    rows = cohort.filter((pl.col("cohort") == which) & pl.col("split").is_not_null()
-                         & pl.col(label).is_not_null())
-    pos = {e: i for i, e in enumerate(tset.ecg_ids.tolist())}
-    have = rows.filter(pl.col("ecg_id").is_in(list(pos)))
-    out = {}
-    for split in ("train", "validation"):
-        part = have.filter(pl.col("split") == split).sort("ecg_id")
-        ids = part["ecg_id"].to_numpy().astype(object)
-        y = part[label].to_numpy().astype(np.float32)
-        if split == "train" and max_train is not None and len(ids) > max_train:
-            keep = np.sort(np.random.default_rng(seed).choice(len(ids), max_train,
-                                                              replace=False))
-            ids, y = ids[keep], y[keep]
-        idx = np.fromiter((pos[e] for e in ids), dtype=np.int64, count=len(ids))
-        out[split] = (ids, tset.x[idx], y)
-    return StageData(*out["train"], *out["validation"],
-                     missing_tensors=len(rows) - len(have))
-
-
-# The smoke profile: CPU minutes for the whole graph on the demo cohort (``make demo``). Batches of
-# 32; an epoch covers the stage's training set up to a cap on its batches, so the tests' tiny
-# cohort trains proportionally less. The MACE stage is a short warm-up on a subsample, validated
-# on a few batches; the ACS stage gets the epochs, per model: (epochs, batch cap per epoch, lr).
-# ResNet-18 takes ~110 steps on the demo's 341 tested ECGs (24 steps left it below chance).
-# ECG-OMI trains at its paper lr: its head (a Linear over 4,800 non-negative flattened
-# features) loses most of its ReLU units within a few Adam steps at 1e-3 and predicts a constant.
-# Measured quality and times: benchmarks/README.md ("Smoke quality on the demo cohort").
-SMOKE_BATCH = 32
-SMOKE_MACE = {"max_epochs": 2, "limit_train_batches": 8, "limit_val_batches": 4}
-SMOKE_MACE_MAX_TRAIN = 256
-SMOKE_ACS: dict[str, tuple[int, int, float]] = {
-    "resnet18": (10, 16, 1e-3), "resnet50": (4, 16, 1e-3), "ecg_omi": (4, 16, 1e-4),
-    "s4": (3, 8, 3e-3)}
-SMOKE_ACS_DEFAULT = (3, 8, 1e-3)  # the HuBERT sizes
-
-
-@dataclass(frozen=True)
-class StagePlan:
-    """What the profile says about a stage: the model width profile and the training config."""
-
-    model: str
-    stage: str
-    profile: str
-    config: training.TrainConfig
-    max_train: int | None = None
-
-
-def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: str = "auto",
-         devices: str | int = "auto", strategy: str = "auto", logger: str = "csv",
-         tracking_uri: str | None = None, experiment_name: str = "acs-pipeline") -> StagePlan:
-    """The recipe of DATA-CONTRACT section 4 (``paper``) or a CPU-minutes version (``smoke``).
-
-    ``logger``, ``tracking_uri`` and ``experiment_name`` choose the experiment logger
-    (``training.TrainConfig``); they do not change what is trained.
-    """
-    spec = model_spec(model)
-    hubert = model.startswith("hubert")
-    common = dict(seed=seed, accelerator=accelerator, devices=devices, strategy=strategy,
-                  lr=spec.lr, optimizer="adamw" if hubert else "adam", logger=logger,
-                  tracking_uri=tracking_uri, experiment_name=experiment_name)
-    if profile == "paper":
-        cfg = training.TrainConfig(max_epochs=50, batch_size=spec.batch_size,
-                                   early_stop_patience=8 if hubert else None, **common)
-        return StagePlan(model, stage, profile, cfg)
-    if profile == "smoke":
-        epochs, cap, lr = SMOKE_ACS.get(model, SMOKE_ACS_DEFAULT)
-        if stage == "mace":
-            cfg = training.TrainConfig(batch_size=SMOKE_BATCH, **SMOKE_MACE,
-                                       **{**common, "lr": lr})
-            return StagePlan(model, stage, profile, cfg, max_train=SMOKE_MACE_MAX_TRAIN)
-        cfg = training.TrainConfig(max_epochs=epochs, batch_size=SMOKE_BATCH,
-                                   limit_train_batches=cap, **{**common, "lr": lr})
-        return StagePlan(model, stage, profile, cfg)
-    raise ValueError(f"unknown profile {profile!r}; expected 'smoke' or 'paper'")
-
-
-class _HubertBinary(nn.Module):
-    """HuBERT-ECG as a one-logit classifier over (B, 12, 5000) input.
-
-    The head's two logits are for [y, 1 - y]; their difference is the logit of y, so BCE on it
-    equals the two-class cross-entropy. Training takes a random 5-s crop, evaluation the maximum
-    probability over several crops (test-time augmentation).
-    """
-
-    def __init__(self, model: nn.Module, n_crops: int = 3):
-        super().__init__()
-        self.model = model
-        self.n_crops = n_crops
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from acs_pipeline.models import hubert
-
-        length = x.shape[-1] - hubert.CROP_SAMPLES
-        if self.training:
-            start = int(torch.randint(0, length + 1, (1,)).item())
-            logits = self.model(hubert.hubert_input(x, start))
-            return logits[:, 0] - logits[:, 1]
-        starts = np.linspace(0, length, self.n_crops).astype(int)
-        diffs = [(lambda lg: lg[:, 0] - lg[:, 1])(self.model(hubert.hubert_input(x, int(s))))
-                 for s in starts]
-        return torch.stack(diffs).max(dim=0).values
-
-
-def trainable_model(model: str, profile: str) -> nn.Module:
-    """The registry's model, adapted to (B, C, 5000) -> one logit where needed."""
-    net = build_model(model, profile)
-    return _HubertBinary(net) if model.startswith("hubert") else net
-
-
-def core_state_dict(net: nn.Module) -> dict[str, torch.Tensor]:
-    """The state dict under the benchmark's names (without our adapter's prefix)."""
-    return (net.model if isinstance(net, _HubertBinary) else net).state_dict()
+def stage_dir(model: str, stage: str, work_key: str) -> str:
+    """The work folder of one run of a stage, relative to the storage root."""
+    if not work_key or "/" in work_key:
+        raise ValueError(f"work_key must be a non-empty name without '/', got {work_key!r}")
+    return f"models/{model}/{stage}/runs/{work_key}"
 
 
 @dataclass
 class StageResult:
+    """A trained stage: where its files are, how the training went, what it was trained on."""
+
     model: str
     stage: str
     profile: str
-    run_key: str
+    work_key: str
     checkpoint_uri: str
     weights_uri: str
     model_card_uri: str
@@ -196,7 +77,6 @@ class StageResult:
     epochs_run: int
     global_step: int
     resumed: bool
-    reused: bool
     wall_s: float
     samples_per_s: float
     config: dict
@@ -206,13 +86,9 @@ class StageResult:
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=str)
 
-
-def run_key(p: StagePlan, inputs: Mapping[str, str], init_sha: str | None) -> str:
-    blob = json.dumps({"plan": [p.model, p.stage, p.profile, p.max_train],
-                       "config": p.config.hashed_dict(), "inputs": dict(sorted(inputs.items())),
-                       "init": init_sha, "code": TRAINING_CODE_VERSION}, sort_keys=True,
-                      default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    @classmethod
+    def from_json(cls, text: str | bytes) -> StageResult:
+        return cls(**json.loads(text))
 
 
 def _model_card(res: StageResult) -> str:
@@ -231,96 +107,96 @@ def _model_card(res: StageResult) -> str:
     return "\n".join(lines) + "\n"
 
 
-class _UploadProgress(L.Callback):
-    """With remote storage, upload ``last.ckpt`` and the run state at each epoch start, so a
-    killed run resumes from the storage root losing at most one epoch."""
+class UploadProgress(L.Callback):
+    """With remote storage, upload ``last.ckpt`` (and ``best.ckpt`` when it changed) at each
+    epoch start, so a killed run resumes from the storage root losing at most one epoch."""
 
-    def __init__(self, storage: Storage, base: str, local: Path):
+    def __init__(self, storage: Storage, base: str, local: Path) -> None:
         self.storage, self.base, self.local = storage, base, local
+        self.sent: dict[str, float] = {}
 
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:  # under DDP only rank 0 uploads
             return
-        for name in ("last.ckpt", "run_state.json"):
-            if (self.local / name).exists():
-                self.storage.put_file(f"{self.base}/{name}", self.local / name)
+        for name in (BEST, LAST):
+            path = self.local / name
+            if path.exists() and self.sent.get(name) != path.stat().st_mtime:
+                self.storage.put_file(f"{self.base}/{name}", path)
+                self.sent[name] = path.stat().st_mtime
 
 
-def train_stage(storage: Storage, p: StagePlan, data: StageData, *,
+def train_stage(storage: Storage, p: StagePlan, data: StageData, *, work_key: str,
                 inputs: Mapping[str, str], init_weights: Mapping[str, torch.Tensor] | None = None,
-                init_sha: str | None = None, scratch: Path | None = None) -> StageResult:
-    """Train (or resume, or reuse) one stage and store its checkpoint under the storage root."""
-    training.check_trainable(data.train_y, data.val_y)
-    key = run_key(p, inputs, init_sha)
-    base = f"models/{p.model}/{p.stage}/{key}"
-    result_rel = f"{base}/result.json"
-    if storage.exists(result_rel):
-        res = StageResult(**json.loads(storage.read_bytes(result_rel)))
-        return replace(res, reused=True)
-    local = storage.local_path(base)
-    tmp = None
-    if local is None:
-        tmp = Path(tempfile.mkdtemp(prefix="acs-train-", dir=scratch))
-        local = tmp
-        if storage.exists(f"{base}/last.ckpt"):
-            storage.get_file(f"{base}/last.ckpt", local / "last.ckpt")
-        if storage.exists(f"{base}/run_state.json"):
-            storage.get_file(f"{base}/run_state.json", local / "run_state.json")
-    local.mkdir(parents=True, exist_ok=True)
-    torch.manual_seed(p.config.seed)  # the starting weights follow ACS_SEED, like the rest
-    net = trainable_model(p.model, p.profile)
-    init = None
-    if init_weights is not None:
-        target = net.model if isinstance(net, _HubertBinary) else net
-        target.load_state_dict(dict(init_weights))
-        init = net.state_dict()
-    callbacks = [_UploadProgress(storage, base, local)] if tmp is not None else []
-    tr = training.fit(net, (data.train_x, data.train_y), (data.val_x, data.val_y), local,
-                      p.config, init_state_dict=init, callbacks=callbacks)
-    weights_path = local / "weights.pt"
-    torch.save(core_state_dict(net), weights_path)
-    raw = weights_path.read_bytes()
-    res = StageResult(
-        model=p.model, stage=p.stage, profile=p.profile, run_key=key,
-        checkpoint_uri=storage.uri(f"{base}/best.ckpt"), weights_uri=storage.uri(
-            f"{base}/weights.pt"), model_card_uri=storage.uri(f"{base}/model_card.md"),
-        weights_sha256=hashlib.sha256(raw).hexdigest(), weights_bytes=len(raw),
-        n_params=tr.n_params, best_val_auroc=float(tr.best_val_auroc),
-        best_val_loss=float(tr.best_val_loss), epochs_run=tr.epochs_run,
-        global_step=tr.global_step, resumed=tr.resumed, reused=False, wall_s=tr.wall_s,
-        samples_per_s=tr.samples_per_s, config=p.config.to_dict(), counts=data.counts(),
-        inputs=dict(inputs))
-    (local / "model_card.md").write_text(_model_card(res))
-    if tmp is not None:
-        for name in ("best.ckpt", "last.ckpt", "weights.pt", "model_card.md"):
-            src = tr.best_path if name == "best.ckpt" else local / name
-            if Path(src).exists():
-                storage.put_file(f"{base}/{name}", src)
-        shutil.rmtree(tmp, ignore_errors=True)
-    elif Path(tr.best_path).resolve() != (local / "best.ckpt").resolve():
-        shutil.copyfile(tr.best_path, local / "best.ckpt")
-    storage.write_bytes(result_rel, res.to_json().encode())
+                scratch: Path | None = None) -> StageResult:
+    """Train one stage in its work folder (resuming a crashed attempt of the same ``work_key``)
+    and store its checkpoint, weights and model card there.
+
+    ``inputs`` (data versions) go to the result and the model card; ``init_weights`` are the
+    starting weights (the MACE stage's, for ``acs``). With a remote storage root the stage
+    trains in a local folder under ``scratch`` (default: the system temp dir) named after the
+    work folder, the same on every attempt, so that Lightning's checkpoint state resumes whole.
+    """
+    check_trainable(data.train_y, data.val_y)
+    base = stage_dir(p.model, p.stage, work_key)
+    local = storage.local_path(f"{base}/{LAST}")
+    remote = local is None
+    if remote:
+        local = Path(scratch or tempfile.gettempdir()) / "acs-train" / base.replace("/", "--")
+        shutil.rmtree(local, ignore_errors=True)
+        local.mkdir(parents=True)
+    else:
+        local = local.parent
+    try:
+        if remote and storage.exists(f"{base}/{LAST}"):
+            for name in (BEST, LAST):
+                if storage.exists(f"{base}/{name}"):
+                    storage.get_file(f"{base}/{name}", local / name)
+        torch.manual_seed(p.config.seed)  # the starting weights follow ACS_SEED, like the rest
+        core = build_model(p.model, p.profile)
+        net = adapt(p.model, core)
+        init = None
+        if init_weights is not None:
+            core.load_state_dict(dict(init_weights))
+            init = net.state_dict()
+        callbacks = [UploadProgress(storage, base, local)] if remote else []
+        tr = fit(net, (data.train_x, data.train_y), (data.val_x, data.val_y), local, p.config,
+                 init_state_dict=init, callbacks=callbacks)
+        torch.save(core.state_dict(), local / WEIGHTS)  # fit left the best weights in ``net``
+        res = _result(storage, p, data, work_key, tr, (local / WEIGHTS).read_bytes(), inputs)
+        (local / MODEL_CARD).write_text(_model_card(res))
+        if remote:
+            for name in (BEST, WEIGHTS, MODEL_CARD):
+                storage.put_file(f"{base}/{name}", local / name)
+        storage.delete(f"{base}/{LAST}")  # finished: never resumed
+    finally:
+        if remote:
+            shutil.rmtree(local, ignore_errors=True)
     return res
 
 
+def _result(storage: Storage, p: StagePlan, data: StageData, work_key: str, tr: TrainResult,
+            weights: bytes, inputs: Mapping[str, str]) -> StageResult:
+    base = stage_dir(p.model, p.stage, work_key)
+    return StageResult(
+        model=p.model, stage=p.stage, profile=p.profile, work_key=work_key,
+        checkpoint_uri=storage.uri(f"{base}/{BEST}"), weights_uri=storage.uri(f"{base}/{WEIGHTS}"),
+        model_card_uri=storage.uri(f"{base}/{MODEL_CARD}"),
+        weights_sha256=hashlib.sha256(weights).hexdigest(), weights_bytes=len(weights),
+        n_params=tr.n_params, best_val_auroc=float(tr.best_val_auroc),
+        best_val_loss=float(tr.best_val_loss), epochs_run=tr.epochs_run,
+        global_step=tr.global_step, resumed=tr.resumed, wall_s=tr.wall_s,
+        samples_per_s=tr.samples_per_s, config=p.config.to_dict(), counts=data.counts(),
+        inputs=dict(inputs))
+
+
 def load_stage_weights(storage: Storage, res: StageResult) -> dict[str, torch.Tensor]:
-    rel = f"models/{res.model}/{res.stage}/{res.run_key}/weights.pt"
+    """A stage's best weights, under the benchmark's names."""
+    rel = f"{stage_dir(res.model, res.stage, res.work_key)}/{WEIGHTS}"
     return torch.load(io.BytesIO(storage.read_bytes(rel)), weights_only=True)
-
-
-def predict_model(model: str, net: nn.Module, x: np.ndarray) -> np.ndarray:
-    """Probabilities of registry model ``model`` on (N, C, 5000) tensors. ``net`` is the core
-    network under the benchmark's names (HuBERT-ECG is wrapped here: 5-s crops, maximum over
-    the test-time crops) or already the one-logit adapter of :func:`trainable_model`."""
-    if model.startswith("hubert") and not isinstance(net, _HubertBinary):
-        net = _HubertBinary(net)
-    batch = 64 if model.startswith("hubert") else 256
-    return training.predict(net, x, batch_size=batch)
 
 
 def predict_stage(storage: Storage, res: StageResult, x: np.ndarray) -> np.ndarray:
     """Probabilities of a stage's best weights on (N, C, 5000) tensors."""
-    net = trainable_model(res.model, res.profile)
-    target = net.model if isinstance(net, _HubertBinary) else net
-    target.load_state_dict(load_stage_weights(storage, res))
+    net = build_model(res.model, res.profile)
+    net.load_state_dict(load_stage_weights(storage, res))
     return predict_model(res.model, net, x)

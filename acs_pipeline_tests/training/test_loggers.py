@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from acs_pipeline.training import fit as T
+from acs_pipeline.training.config import TrainConfig
+from acs_pipeline.training.fit import fit
+from acs_pipeline.training.trainer import LoggerUnavailableError
 from acs_pipeline_tests.tiny_training import TinyNet, make_data
 
 pytestmark = pytest.mark.usefixtures("single_thread_torch")
@@ -19,14 +21,14 @@ def data():
     return make_data(48, 0, length=200), make_data(24, 1, length=200)
 
 
-def cfg(**kw) -> T.TrainConfig:
-    return T.TrainConfig(**{"batch_size": 16, "lr": 1e-2, "max_epochs": 2, **kw})
+def cfg(**kw) -> TrainConfig:
+    return TrainConfig(**{"batch_size": 16, "lr": 1e-2, "max_epochs": 2, **kw})
 
 
 def test_tensorboard_events_hold_the_validation_metrics(tmp_path: Path, data) -> None:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    res = T.fit(TinyNet, *data, tmp_path, cfg(logger="tensorboard"))
+    res = fit(TinyNet, *data, tmp_path, cfg(logger="tensorboard"))
     events = list((tmp_path / "lightning_logs").glob("version_*/events.out.tfevents.*"))
     assert len(events) == 1
     acc = EventAccumulator(str(events[0].parent))
@@ -45,7 +47,7 @@ def test_tensorboard_events_hold_the_validation_metrics(tmp_path: Path, data) ->
 
 
 def test_csv_logger_writes_metrics_and_config(tmp_path: Path, data) -> None:
-    res = T.fit(TinyNet, *data, tmp_path, cfg(logger="csv"))
+    res = fit(TinyNet, *data, tmp_path, cfg(logger="csv"))
     lines = (tmp_path / "lightning_logs" / "version_0" / "metrics.csv").read_text().splitlines()
     cols = lines[0].split(",")
     assert {"val_auroc", "val_loss", "train_loss", "train_loss_epoch"} <= set(cols)
@@ -62,7 +64,7 @@ def test_mlflow_run_holds_metrics_and_params(tmp_path: Path, data) -> None:
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     out = tmp_path / "run-a"
-    res = T.fit(
+    res = fit(
         TinyNet, *data, out, cfg(logger="mlflow", tracking_uri=uri, experiment_name="acs-test")
     )
     client = MlflowClient(tracking_uri=uri)
@@ -82,39 +84,26 @@ def test_mlflow_run_holds_metrics_and_params(tmp_path: Path, data) -> None:
     assert {"val_loss", "train_loss", "train_loss_epoch"} <= set(run.data.metrics)
 
 
-def test_logger_settings_do_not_change_the_fingerprint(tmp_path: Path, data) -> None:
-    first = T.fit(TinyNet, *data, tmp_path, cfg(logger="csv", max_epochs=1))
-    again = T.fit(
-        TinyNet,
-        *data,
-        tmp_path,
-        cfg(logger="tensorboard", max_epochs=1, experiment_name="other"),
-    )
-    assert again.reused and again.best_val_auroc == first.best_val_auroc
-    with pytest.raises(T.RunStateMismatchError):
-        T.fit(TinyNet, *data, tmp_path, cfg(logger="none", max_epochs=1, batch_size=8))
-
-
 def test_bad_logger_configs_are_clear_errors(tmp_path: Path, data, monkeypatch) -> None:
     with pytest.raises(ValueError, match=r"logger must be one of .*'wandb'"):
-        T.TrainConfig(logger="wandb")
+        TrainConfig(logger="wandb")
     with pytest.raises(ValueError, match="needs tracking_uri"):
-        T.TrainConfig(logger="mlflow")
+        TrainConfig(logger="mlflow")
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a)
     )
     c = cfg(logger="mlflow", tracking_uri=f"sqlite:///{tmp_path / 'x.db'}")
-    with pytest.raises(T.LoggerUnavailableError, match=r"pip install .*mlflow-skinny==3\.17\.2"):
-        T.fit(TinyNet, *data, tmp_path / "run", c)
+    with pytest.raises(LoggerUnavailableError, match=r"pip install .*mlflow-skinny==3\.17\.2"):
+        fit(TinyNet, *data, tmp_path / "run", c)
     # nothing was written for a run that could not start
-    assert not (tmp_path / "run" / T.STATE_FILE).exists()
+    assert not (tmp_path / "run").exists()
 
 
 def test_logger_settings_flow_from_the_environment_to_the_train_config() -> None:
     from acs_pipeline.defs.resources import resources_from_env
-    from acs_pipeline.training import stages
+    from acs_pipeline.training.recipes import plan
 
     default = resources_from_env({})["settings"]
     assert (default.logger, default.mlflow_tracking_uri, default.experiment_name) == (
@@ -134,7 +123,7 @@ def test_logger_settings_flow_from_the_environment_to_the_train_config() -> None
     assert s.mlflow_tracking_uri == "sqlite:////tmp/acs.db"
     fallback = resources_from_env({**env, "ACS_MLFLOW_TRACKING_URI": ""})["settings"]
     assert fallback.mlflow_tracking_uri == "http://fallback:5000"
-    p = stages.plan(
+    p = plan(
         "ecg_omi",
         "mace",
         "smoke",
@@ -151,18 +140,3 @@ def test_logger_settings_flow_from_the_environment_to_the_train_config() -> None
         "exp-7",
     )
     assert (c.devices, c.strategy) == ("2", "ddp")
-    # the logger settings are not part of what a run's fingerprint holds
-    plain = stages.plan("ecg_omi", "mace", "smoke", devices="2", strategy="ddp").config
-    assert c.hashed_dict() == plain.hashed_dict()
-    assert not {"logger", "tracking_uri", "experiment_name"} & set(c.hashed_dict())
-
-
-def test_logger_settings_do_not_change_the_stage_cache_key():
-    from acs_pipeline.training import stages
-
-    base = stages.plan("resnet18", "mace", "smoke")
-    logged = stages.plan("resnet18", "mace", "smoke", logger="tensorboard", experiment_name="x")
-    reseeded = stages.plan("resnet18", "mace", "smoke", seed=1)
-    key = stages.run_key(base, {"cohort": "c1"}, None)
-    assert stages.run_key(logged, {"cohort": "c1"}, None) == key
-    assert stages.run_key(reseeded, {"cohort": "c1"}, None) != key

@@ -1,117 +1,138 @@
-"""The stages' training plans: the paper recipe, the smoke profile's budget, and that the smoke
-ResNet-18 learns a small planted waveform feature within that budget."""
+"""Tests for acs_pipeline.training.stages: what re-runs (every call trains; only a crashed
+attempt of the same work key resumes), the stage's files, remote resume, predictions."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from torch import nn
-from torch.nn import functional as F
 
-from acs_pipeline.evaluation.ranking import auroc
-from acs_pipeline.models.resnet1d import ResidualBlock1D
-from acs_pipeline.models.specs import model_spec
-from acs_pipeline.training import fit as training
+from acs_pipeline.io.storage import Storage
 from acs_pipeline.training import stages
+from acs_pipeline.training.config import TrainConfig
+from acs_pipeline.training.data import StageData
+from acs_pipeline.training.predict import predict
+from acs_pipeline.training.recipes import StagePlan
+from acs_pipeline_tests.tiny_training import Interrupt, RaiseAfter, TinyNet, make_data
 
-SMOKE_MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert_small")
-DEMO_TESTED_TRAIN = 341  # tested-cohort training ECGs of the demo cohort (make demo)
-TINY_TESTED_TRAIN = 87  # ... of the tests' tiny cohort (conftest.tiny_cohort)
+pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
-
-def steps(p: stages.StagePlan, n_train: int) -> int:
-    """Optimizer steps a plan takes on ``n_train`` training rows (as ``training.fit`` runs it)."""
-    cfg = p.config
-    n = min(n_train, p.max_train or n_train)
-    per_epoch = len(training.EpochBatchSampler(n, cfg.batch_size, True, min_last_batch=2))
-    if cfg.limit_train_batches is not None:
-        per_epoch = min(per_epoch, int(cfg.limit_train_batches))
-    return cfg.max_epochs * per_epoch
-
-
-def test_paper_plan_is_the_benchmark_recipe():
-    for model in SMOKE_MODELS:
-        spec = model_spec(model)
-        for stage in stages.STAGES:
-            p = stages.plan(model, stage, "paper")
-            assert (p.config.max_epochs, p.config.batch_size, p.config.lr) == (
-                50,
-                spec.batch_size,
-                spec.lr,
-            )
-            assert p.config.limit_train_batches is None and p.max_train is None
-    assert stages.plan("hubert_small", "acs", "paper").config.optimizer == "adamw"
-    with pytest.raises(ValueError, match="unknown profile 'fast'"):
-        stages.plan("resnet18", "acs", "fast")
+PLAN = StagePlan("resnet18", "acs", "smoke",
+                 TrainConfig(max_epochs=3, batch_size=16, lr=1e-2, logger="none",
+                             accelerator="cpu"))
+INPUTS = {"cohort": "c1", "ecg_3by4": "v1"}
+FILES = ("best.ckpt", "weights.pt", "model_card.md")
 
 
-def test_smoke_resnet18_gets_about_a_hundred_acs_steps_on_the_demo_and_fewer_on_less_data():
-    p = stages.plan("resnet18", "acs", "smoke")
-    assert 100 <= steps(p, DEMO_TESTED_TRAIN) <= 200
-    assert steps(p, TINY_TESTED_TRAIN) == p.config.max_epochs * 3  # scales with the data
-    assert steps(p, 100_000) == p.config.max_epochs * p.config.limit_train_batches  # capped
+@pytest.fixture(scope="module")
+def data() -> StageData:
+    (xt, yt), (xv, yv) = make_data(48, 0), make_data(24, 1)
+    ids = np.array([f"e{i}" for i in range(72)], dtype=object)
+    return StageData(ids[:48], xt, yt, ids[48:], xv, yv, missing_tensors=0)
 
 
-@pytest.mark.parametrize("model", SMOKE_MODELS)
-def test_smoke_mace_stage_is_a_short_warm_up_with_few_validation_batches(model):
-    mace, acs = stages.plan(model, "mace", "smoke"), stages.plan(model, "acs", "smoke")
-    assert steps(mace, 10_000) <= 16 <= steps(acs, DEMO_TESTED_TRAIN)
-    assert mace.config.limit_val_batches == 4 and acs.config.limit_val_batches is None
-    assert mace.config.lr == acs.config.lr
+@pytest.fixture
+def fits(monkeypatch) -> list[int]:
+    """TinyNet for the registry's model; counts the ``fit`` calls."""
+    calls: list[int] = []
+    real = stages.fit
+
+    def counted(*args, **kwargs):
+        calls.append(1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(stages, "build_model", lambda model, profile: TinyNet())
+    monkeypatch.setattr(stages, "fit", counted)
+    return calls
 
 
-def test_smoke_ecg_omi_trains_at_its_paper_lr():
-    # At 1e-3 and above Adam kills most ReLU units of ECG-OMI's head (a Linear over 4,800
-    # non-negative flattened features) within a few steps and it predicts a constant.
-    assert stages.plan("ecg_omi", "acs", "smoke").config.lr <= model_spec("ecg_omi").lr
+def crash_after(monkeypatch, epoch: int) -> None:
+    """Make the next ``fit`` calls raise ``Interrupt`` once ``epoch`` is checkpointed."""
+    real = stages.fit
+
+    def crashing(*args, **kwargs):
+        return real(*args, **{**kwargs, "callbacks": [*kwargs["callbacks"], RaiseAfter(epoch)]})
+
+    monkeypatch.setattr(stages, "fit", crashing)
 
 
-@pytest.mark.parametrize("model", ["resnet18", "resnet50"])
-def test_smoke_resnets_start_with_identity_blocks_and_no_dropout(model):
-    torch.manual_seed(0)
-    smoke, paper = stages.trainable_model(model, "smoke"), stages.trainable_model(model, "paper")
-    identity = [
-        b for b in smoke.modules() if isinstance(b, ResidualBlock1D) and len(b.shortcut) == 0
-    ]
-    assert len(identity) >= 12
-    x = torch.randn(2, identity[0].conv1.in_channels, 64)
-    assert torch.equal(identity[0].eval()(x), F.relu(x))
-    assert all(m.p == 0 for m in smoke.modules() if isinstance(m, nn.Dropout))
-    assert all(m.p == 0.5 for m in paper.modules() if isinstance(m, nn.Dropout))
-    assert all(
-        bool((m.weight.detach() == 1).all())
-        for m in paper.modules()
-        if isinstance(m, nn.BatchNorm1d)
-    )
+def files(st: Storage, res: stages.StageResult) -> set[str]:
+    base = stages.stage_dir(res.model, res.stage, res.work_key)
+    return {k.removeprefix(base + "/") for k in st.list(base + "/") if "lightning_logs" not in k}
 
 
-def planted_notch(n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """(n, 3, 5000) spike-and-wave 'beats' at a random rate and phase in noise; positives carry
-    a 6-ms terminal notch of 15 % of the spike height after every spike (the kind of feature the
-    synthetic cohort's ischaemia adds)."""
-    t = np.arange(5000, dtype=np.float32)
-    x = rng.normal(0.0, 0.05, (n, 3, 5000)).astype(np.float32)
-    y = (rng.random(n) < 0.5).astype(np.float32)
-    for i in range(n):
-        rr = int(rng.integers(350, 500))
-        r = np.arange(int(rng.integers(0, rr)), 5000, rr, dtype=np.float32)[:, None]
-        beat = (
-            np.exp(-0.5 * ((t - r) / 6) ** 2)
-            - 0.3 * np.exp(-0.5 * ((t - r - 150) / 40) ** 2)
-            + 0.15 * y[i] * np.exp(-0.5 * ((t - r - 22) / 3) ** 2)
-        ).sum(0)
-        x[i] += rng.uniform(0.5, 1.5, (3, 1)).astype(np.float32) * beat
-    return x, y
+def test_every_call_trains_and_a_finished_stage_is_never_resumed(tmp_path: Path, data, fits):
+    st = Storage(str(tmp_path))
+    a = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    b = stages.train_stage(st, PLAN, data, work_key="run-b", inputs=INPUTS)
+    again = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    assert len(fits) == 3
+    for res in (a, b, again):
+        assert not res.resumed and res.epochs_run == 3 and res.global_step == 9
+        assert files(st, res) == set(FILES)  # last.ckpt deleted once the stage is done
+    assert a.checkpoint_uri == str(tmp_path / "models/resnet18/acs/runs/run-a/best.ckpt")
+    assert b.checkpoint_uri != a.checkpoint_uri
+    # same seed and data on the CPU: the retrained weights are the same
+    assert a.weights_sha256 == b.weights_sha256 == again.weights_sha256
+    assert stages.StageResult.from_json(a.to_json()) == a
+    card = (tmp_path / "models/resnet18/acs/runs/run-a/model_card.md").read_text()
+    assert "ACS on the tested cohort" in card and a.weights_sha256[:16] in card
 
 
-def test_smoke_resnet18_learns_a_planted_notch(tmp_path, single_thread_torch):
-    # The smoke profile before this plan (dropout 0.5, lr 3e-3, 24 steps) stays near 0.5 here.
-    rng = np.random.default_rng(0)
-    train, val = planted_notch(192, rng), planted_notch(96, rng)
-    p = stages.plan("resnet18", "acs", "smoke", accelerator="cpu", logger="none")
-    torch.manual_seed(0)
-    net = stages.trainable_model("resnet18", "smoke")
-    res = training.fit(net, train, val, tmp_path, p.config)
-    assert res.global_step == steps(p, 192)
-    assert auroc(val[1], training.predict(net, val[0])) >= 0.9
+def test_a_crashed_stage_resumes_with_the_same_work_key(tmp_path: Path, data, fits, monkeypatch):
+    st = Storage(str(tmp_path))
+    whole = stages.train_stage(st, PLAN, data, work_key="whole", inputs=INPUTS)
+    with monkeypatch.context() as m:
+        crash_after(m, 1)
+        with pytest.raises(Interrupt):
+            stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    last = tmp_path / "models/resnet18/acs/runs/run-a/last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] == 1
+    res = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    assert res.resumed and res.epochs_run == 3 and not last.exists()
+    assert res.weights_sha256 == whole.weights_sha256
+    # a new run does not see the crashed attempt's files
+    with monkeypatch.context() as m:
+        crash_after(m, 0)
+        with pytest.raises(Interrupt):
+            stages.train_stage(st, PLAN, data, work_key="run-b", inputs=INPUTS)
+    assert not stages.train_stage(st, PLAN, data, work_key="run-c", inputs=INPUTS).resumed
+
+
+def test_remote_storage_resumes_from_the_uploaded_last_ckpt(
+    tmp_path: Path, data, fits, monkeypatch, s3_server, s3_bucket
+):
+    whole = stages.train_stage(Storage(str(tmp_path / "local")), PLAN, data, work_key="run-a",
+                               inputs=INPUTS)
+    st = Storage(f"s3://{s3_bucket}/acs", endpoint_url=s3_server)
+    base = stages.stage_dir("resnet18", "acs", "run-a")
+    scratch = tmp_path / "scratch"
+    with monkeypatch.context() as m:
+        crash_after(m, 1)
+        with pytest.raises(Interrupt):
+            stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS, scratch=scratch)
+    assert st.list(base + "/") == [f"{base}/best.ckpt", f"{base}/last.ckpt"]
+    assert not list((scratch / "acs-train").iterdir())  # the local folder is gone
+    res = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS, scratch=scratch)
+    assert res.resumed and res.epochs_run == 3
+    assert files(st, res) == set(FILES)
+    # the best checkpoint's state came back too: the result is the uninterrupted run's
+    assert (res.weights_sha256, res.best_val_auroc) == (whole.weights_sha256, whole.best_val_auroc)
+    assert res.weights_uri == f"s3://{s3_bucket}/acs/{base}/weights.pt"
+
+
+def test_predict_stage_uses_the_stored_best_weights(tmp_path: Path, data, fits):
+    st = Storage(str(tmp_path))
+    res = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    net = TinyNet()
+    net.load_state_dict(stages.load_stage_weights(st, res))
+    np.testing.assert_array_equal(stages.predict_stage(st, res, data.val_x),
+                                  predict(net, data.val_x))
+
+
+def test_work_key_is_one_folder_name():
+    for bad in ("", "a/b"):
+        with pytest.raises(ValueError, match="work_key"):
+            stages.stage_dir("resnet18", "acs", bad)

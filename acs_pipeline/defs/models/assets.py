@@ -1,6 +1,5 @@
 """Per-model assets: MACE pre-training, ACS fine-tuning, validation and holdout predictions."""
 
-import json
 import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -52,7 +51,7 @@ def read_result(st: Storage, model: str, stage: str) -> "StageResult":
     rel = RESULT.format(model=model, stage=stage)
     if not st.exists(rel):
         raise dg.Failure(f"{model}/{stage}_checkpoint has not been materialized ({st.uri(rel)})")
-    return stages.StageResult(**json.loads(st.read_bytes(rel)))
+    return stages.StageResult.from_json(st.read_bytes(rel))
 
 
 def _checkpoint_metadata(res: "StageResult") -> dict:
@@ -73,30 +72,35 @@ def _checkpoint_metadata(res: "StageResult") -> dict:
         "data_counts": dg.MetadataValue.json(res.counts),
         "wall_s": round(res.wall_s, 2),
         "samples_per_s": round(res.samples_per_s, 1),
+        "work_key": res.work_key,
         "resumed": res.resumed,
-        "reused_finished_run": res.reused,
         "git_revision": git_revision(),
     }
 
 
-def _train(context, model: str, stage: str, st: Storage, settings: PipelineSettings,
-           init: "StageResult | None") -> dg.MaterializeResult:
+def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storage,
+           settings: PipelineSettings, init: "StageResult | None") -> dg.MaterializeResult:
+    """Train a stage whenever Dagster materializes it. Its work folder is keyed by the root run:
+    a retry or a re-execution from failure resumes the crashed attempt's ``last.ckpt``, a new
+    run trains from scratch. ``current.json``, written last, hands the result on."""
     from acs_pipeline.training import stages
+    from acs_pipeline.training.data import stage_data
+    from acs_pipeline.training.recipes import plan
 
     view = model_spec(model).view
     stages.set_threads(settings.torch_threads)
-    p = stages.plan(model, stage, settings.profile, seed=settings.seed,
-                    accelerator=settings.accelerator, devices=settings.devices,
-                    strategy=settings.strategy, logger=settings.logger,
-                    tracking_uri=settings.mlflow_tracking_uri,
-                    experiment_name=settings.experiment_name)
+    p = plan(model, stage, settings.profile, seed=settings.seed,
+             accelerator=settings.accelerator, devices=settings.devices,
+             strategy=settings.strategy, logger=settings.logger,
+             tracking_uri=settings.mlflow_tracking_uri, experiment_name=settings.experiment_name)
     tset = ingest.load_view(st, view)
-    data = stages.stage_data(frames.read_parquet(st, COHORT), tset, stage,
-                             max_train=p.max_train, seed=settings.seed)
+    data = stage_data(frames.read_parquet(st, COHORT), tset, stage, max_train=p.max_train,
+                      seed=settings.seed)
     context.log.info(f"{model}/{stage}: {data.counts()}")
     init_weights = stages.load_stage_weights(st, init) if init else None
-    res = stages.train_stage(st, p, data, inputs=_inputs(st, view), init_weights=init_weights,
-                             init_sha=init.weights_sha256 if init else None)
+    work_key = context.run.root_run_id or context.run_id
+    res = stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
+                             init_weights=init_weights)
     st.write_bytes(RESULT.format(model=model, stage=stage), res.to_json().encode())
     return dg.MaterializeResult(metadata=_checkpoint_metadata(res),
                                 data_version=dg.DataVersion(res.weights_sha256[:16]))
