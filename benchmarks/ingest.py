@@ -9,6 +9,8 @@ Prints one JSON line per measurement:
   manifest, then both views) as a fraction of a full one, wall and CPU.
 - ``ingest_s3_loopback``: the same 3by4 ingest reading from a moto S3 server on loopback (run in
   its own process, like a real remote server) and its ratio to the local rate.
+- ``parquet_reads_s3_loopback``: the 3by4 view's parts read back from that server through boto3
+  (``load_view``, ``view_rows``) and through ``pyarrow.fs`` (the choice in ``io/tensors.py``).
 - ``ingest_processes``: the 3by4 ingest with shards in two worker processes.
 
 For 3by4, the full ingest and both naive baselines run ``--repeats`` times (default 3),
@@ -31,6 +33,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -39,6 +42,7 @@ import polars as pl
 from scipy import signal, stats
 
 from acs_pipeline.ingest.manifest import build_manifest
+from acs_pipeline.ingest.read import load_view, shard_paths, view_rows
 from acs_pipeline.ingest.transform import VIEWS
 from acs_pipeline.ingest.views import ingest_view
 from acs_pipeline.io.storage import Storage
@@ -260,6 +264,7 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
                 manifest, _ = build_manifest(src)  # the ecg_manifest asset
             with Clock() as c:  # the tensor asset
                 rep = full_ingest(src, st, "ecg_3by4", manifest=manifest)
+            emit(**parquet_read_row(st, endpoint))
         rate = rep.rows / c.cpu
         # What one object costs the client: reading alone, through S3 and from local files.
         keys = manifest["key"].to_list()[:600]
@@ -290,6 +295,44 @@ def s3_row(raw_root: Path, n: int, local_rate: float) -> dict | None:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
+
+
+def parquet_read_row(local: Storage, endpoint: str, repeats: int = 5) -> dict:
+    """A view's Parquet parts read back from S3 on loopback: through boto3 as
+    ``load_view``/``view_rows`` do (their figures include reading the view's index), and
+    through pyarrow.fs with frozen credentials."""
+    import boto3
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    st = Storage("s3://bench/store", endpoint_url=endpoint, max_workers=8)
+    rels = local.list("tensors/ecg_3by4/")
+    for rel in rels:
+        st.write_bytes(rel, local.read_bytes(rel))
+    parts = shard_paths(st, "ecg_3by4")
+    frozen = boto3.session.Session().get_credentials().get_frozen_credentials()
+    fs = pafs.S3FileSystem(access_key=frozen.access_key, secret_key=frozen.secret_key,
+                           region="us-east-1", scheme="http",
+                           endpoint_override=endpoint.removeprefix("http://"))
+
+    def fs_parts(read) -> list:
+        with ThreadPoolExecutor(8) as pool:  # as load_view and view_rows read
+            return list(pool.map(lambda rel: read(f"bench/store/{rel}", filesystem=fs), parts))
+
+    runs = {"boto3_load_view": lambda: load_view(st, "ecg_3by4"),
+            "pyarrow_fs_parts": lambda: fs_parts(pq.read_table),
+            "boto3_view_rows": lambda: view_rows(st, "ecg_3by4"),
+            "pyarrow_fs_footers": lambda: fs_parts(pq.read_metadata)}
+    ms = {}
+    for name, run in runs.items():
+        times = []
+        for _ in range(repeats):
+            with Clock() as c:
+                run()
+            times.append(c.wall)
+        ms[f"{name}_ms"] = round(1e3 * statistics.median(times), 1)
+    return dict(bench="parquet_reads_s3_loopback", view="ecg_3by4", parts=len(parts),
+                part_bytes=st.size(parts[0]), **ms)
 
 
 def process_row(raw_root: Path, tmp: Path, n: int, local_rate: float) -> dict:

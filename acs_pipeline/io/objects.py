@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 
@@ -30,6 +31,22 @@ class StoredObject:
     key: str
     size: int
     etag: str
+
+
+class FreshLock:
+    """A lock that pickles as a new, unlocked one (for objects sent to worker processes)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    def __enter__(self) -> bool:
+        return self._lock.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.release()
+
+    def __reduce__(self) -> tuple[type[FreshLock], tuple[()]]:
+        return FreshLock, ()
 
 
 def check_key(key: str, *, allow_empty: bool = False) -> str:

@@ -16,7 +16,6 @@ import io
 import os
 import random
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -31,11 +30,18 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 
 from acs_pipeline.io.local import publish
-from acs_pipeline.io.objects import TMP_SUFFIX, ObjectNotFoundError, StorageError, StoredObject
+from acs_pipeline.io.objects import (
+    TMP_SUFFIX,
+    FreshLock,
+    ObjectNotFoundError,
+    StorageError,
+    StoredObject,
+)
 
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
 _MAX_BACKOFF_S = 5.0
+_TAIL = 1 << 16  # bytes open_read fetches from the end: pyarrow reads a Parquet footer there
 _NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
 _CLIENT_ERRORS = (bce.BotoCoreError, bce.ClientError)
 _UPLOAD_ERRORS = (*_CLIENT_ERRORS, S3UploadFailedError)
@@ -147,17 +153,10 @@ class S3Backend:
         self.max_attempts, self.page_size, self.backoff_s = max_attempts, page_size, backoff_s
         self.max_pool_connections = max_pool_connections
         self._client: Any = None
-        self._lock = threading.Lock()
+        self._lock = FreshLock()
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_client"] = None  # boto3 clients do not pickle
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        return {**self.__dict__, "_client": None}  # boto3 clients do not pickle
 
     @property
     def client(self) -> Any:
@@ -209,9 +208,12 @@ class S3Backend:
 
     # ---- reads
 
-    def read_bytes(self, key: str, byte_range: str | None = None) -> bytes:
-        """The object's bytes (or a ``bytes=a-b`` range of them); a body that breaks off is
-        read again, up to ``max_attempts`` times with backoff."""
+    def read_bytes(self, key: str) -> bytes:
+        return self._get(key)[0]
+
+    def _get(self, key: str, byte_range: str | None = None) -> tuple[bytes, dict[str, Any]]:
+        """The object's bytes (or a ``bytes=a-b`` range of them) and the response; a body that
+        breaks off is read again, up to ``max_attempts`` times with backoff."""
         extra = {"Range": byte_range} if byte_range else {}
         last: BaseException | None = None
         for attempt in range(1, self.max_attempts + 1):
@@ -222,7 +224,7 @@ class S3Backend:
                 raise self._fail(exc, key, "GetObject") from exc
             body = response["Body"]  # not `with body`: that yields the unverified raw stream
             try:
-                return body.read()
+                return body.read(), response
             except _TRANSIENT_READ_ERRORS as exc:
                 last = exc
             finally:
@@ -236,7 +238,12 @@ class S3Backend:
         )
 
     def open_read(self, key: str) -> IO[bytes]:
-        return _RangedReader(self, key, self.size(key))
+        """A seekable file whose first request fetches the object's last 64 KiB (and learns
+        its size), so a Parquet footer costs one GET; other reads are ranged GETs."""
+        tail, response = self._get(key, f"bytes=-{_TAIL}")
+        content_range = response.get("ContentRange")  # absent when the whole object came back
+        size = int(content_range.rpartition("/")[2]) if content_range else len(tail)
+        return _RangedReader(self, key, size, tail)
 
     def get_file(self, key: str, local: Path) -> None:
         local.parent.mkdir(parents=True, exist_ok=True)
@@ -308,11 +315,12 @@ class S3Backend:
 
 
 class _RangedReader(io.RawIOBase):
-    """A seekable read-only file over one object: each read is one ranged ``GetObject``
-    (pyarrow reads a Parquet footer with a single one)."""
+    """A seekable read-only file over one object: reads inside the fetched ``tail`` (the
+    object's last bytes) cost nothing, others one ranged ``GetObject`` each."""
 
-    def __init__(self, backend: S3Backend, key: str, size: int):
+    def __init__(self, backend: S3Backend, key: str, size: int, tail: bytes):
         self._backend, self._key, self._size, self._pos = backend, key, size, 0
+        self._tail, self._tail_at = tail, size - len(tail)
 
     def readable(self) -> bool:
         return True
@@ -332,7 +340,11 @@ class _RangedReader(io.RawIOBase):
         n = min(len(buffer), self._size - self._pos)
         if n <= 0:
             return 0
-        data = self._backend.read_bytes(self._key, f"bytes={self._pos}-{self._pos + n - 1}")
+        if self._pos >= self._tail_at:
+            at = self._pos - self._tail_at
+            data = self._tail[at:at + n]
+        else:
+            data = self._backend._get(self._key, f"bytes={self._pos}-{self._pos + n - 1}")[0]
         buffer[: len(data)] = data
         self._pos += len(data)
         return len(data)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -20,7 +19,7 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from acs_pipeline.io.local import LocalBackend
-from acs_pipeline.io.objects import StorageError, StoredObject, check_key
+from acs_pipeline.io.objects import FreshLock, StorageError, StoredObject, check_key
 from acs_pipeline.io.s3 import S3Backend
 
 
@@ -67,20 +66,13 @@ class Storage:
             self.bucket, self.prefix = "", ""
         self.root = self._backend.root
         self._pool: ThreadPoolExecutor | None = None
-        self._lock = threading.Lock()
+        self._lock = FreshLock()
 
     def __repr__(self) -> str:
         return f"Storage({self.root!r}, endpoint_url={self.endpoint_url!r})"
 
     def __getstate__(self) -> dict[str, Any]:
-        state = self.__dict__.copy()
-        state["_pool"] = None
-        del state["_lock"]
-        return state
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state)
-        self._lock = threading.Lock()
+        return {**self.__dict__, "_pool": None}  # threads do not pickle
 
     @property
     def client(self) -> Any:

@@ -109,11 +109,12 @@ def read(source) -> TensorSet:
 
 
 # Parquet files under a storage root are read through boto3 like every other object, so S3
-# reads use the client's refreshable credentials (no frozen keys handed to pyarrow.fs). Measured
-# on the moto server on loopback (16 parts of 64 (3, 5000) ECGs, 1.6 MB each, 8 threads, median
-# of 5): whole parts 183 ms by one GetObject each into pyarrow, 370 ms through
-# pyarrow.fs.S3FileSystem, 313 ms through ranged GETs; footers only 84 ms pyarrow.fs, 142 ms by
-# a HEAD and one ranged GET each (94 ms by whole GETs on loopback, but that reads every sample).
+# reads use the client's refreshable credentials (no frozen keys handed to pyarrow.fs), and it
+# is also the faster way. Measured on the moto server on loopback (16 parts of 64 (3, 5000)
+# ECGs, 1.6 MB each, 8 threads, median of 5, two runs): whole parts 145-178 ms by one GetObject
+# each into pyarrow vs 283-288 ms through pyarrow.fs.S3FileSystem (210-330 ms by ranged GETs);
+# footers 68-76 ms by one GET of the last 64 KiB (Storage.open_read) vs 82-97 ms through
+# pyarrow.fs. benchmarks/ingest.py (parquet_reads_s3_loopback) repeats the comparison.
 def load(storage: Storage, rel: str) -> TensorSet:
     """Read the tensor file ``rel`` of a storage root: one whole-object read."""
     return from_table(pq.read_table(pa.BufferReader(storage.read_bytes(rel))),

@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import socket
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import botocore.credentials
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from botocore.awsrequest import AWSResponse
+from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 
 from acs_pipeline.io.objects import ObjectNotFoundError, StorageError
 from acs_pipeline.io.storage import Storage
@@ -78,15 +82,17 @@ def test_s3_listing_is_paginated(s3_server: str, s3_bucket: str, tmp_path: Path)
     assert sum(o.size for o in objects) == sum(range(120))
 
 
-def test_footer_is_one_ranged_read(s3_server: str, s3_bucket: str) -> None:
+def test_footer_is_one_get(s3_server: str, s3_bucket: str) -> None:
     st = Storage(f"s3://{s3_bucket}/p", endpoint_url=s3_server)
     with st.open_write("t.parquet") as f:
-        pq.write_table(pa.table({"a": list(range(1000))}), f)
+        pq.write_table(pa.table({"a": np.random.default_rng(0).random(20_000)}), f)  # 160 kB
     calls: list[str] = []
     st.client.meta.events.register("before-call.s3", lambda model, **kw: calls.append(model.name))
     with st.open_read("t.parquet") as f:
-        assert pq.read_metadata(f).num_rows == 1000
-    assert calls == ["HeadObject", "GetObject"]
+        assert pq.read_metadata(f).num_rows == 20_000
+    assert calls == ["GetObject"]  # the last 64 KiB, with the size in its Content-Range
+    with st.open_read("t.parquet") as f:
+        assert f.read(4) == b"PAR1" and calls == ["GetObject"] * 3  # a ranged GET
 
 
 def test_5xx_and_throttling_are_retried(s3_server: str, s3_bucket: str) -> None:
@@ -206,3 +212,38 @@ def test_missing_bucket_names_it(s3_server: str, tmp_path: Path) -> None:
         f.write(b"1")
     with pytest.raises(StorageError, match="no-such-bucket-xyz"):
         storage.list("")
+
+
+def test_expiring_credentials_are_refreshed(s3_server: str, s3_bucket: str, monkeypatch) -> None:
+    """Credentials that expire (a task role's) are fetched again by the client, for Parquet
+    reads too: nothing holds a frozen copy."""
+    fetched: list[str] = []
+
+    def fetch() -> dict[str, str]:
+        fetched.append(f"token-{len(fetched)}")
+        expiry = datetime.now(UTC) + timedelta(seconds=1)  # always inside the refresh window
+        return {"access_key": "testing", "secret_key": "testing", "token": fetched[-1],
+                "expiry_time": expiry.isoformat()}
+
+    class Role(CredentialProvider):
+        METHOD = "test-role"
+
+        def load(self) -> RefreshableCredentials:
+            return RefreshableCredentials.create_from_metadata(fetch(), fetch, self.METHOD)
+
+    monkeypatch.setattr(botocore.credentials, "create_credential_resolver",
+                        lambda session, **kw: CredentialResolver([Role()]))
+    st = Storage(f"s3://{s3_bucket}/p", endpoint_url=s3_server)
+    sent: list[str] = []
+
+    def record(request, **_kw) -> None:
+        sent.append(request.headers["X-Amz-Security-Token"])
+
+    st.client.meta.events.register("before-send.s3", record)
+    with st.open_write("t.parquet") as f:
+        pq.write_table(pa.table({"a": [1, 2, 3]}), f)
+    assert pq.read_table(pa.BufferReader(st.read_bytes("t.parquet"))).num_rows == 3
+    with st.open_read("t.parquet") as f:
+        assert pq.read_metadata(f).num_rows == 3
+    assert len(sent) == 3 and len(set(sent)) == 3  # PUT, GET, GET of the last 64 KiB
+    assert {t.decode() if isinstance(t, bytes) else t for t in sent} <= set(fetched)
