@@ -26,7 +26,7 @@ import json
 import shutil
 import tempfile
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import lightning as L
@@ -88,7 +88,11 @@ class StageResult:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> StageResult:
-        return cls(**json.loads(text))
+        d = json.loads(text)
+        if set(d) != {f.name for f in fields(cls)}:
+            raise ValueError("not a stage result of this training code version (its fields "
+                             f"{sorted(d)} differ); materialize the stage's checkpoint again")
+        return cls(**d)
 
 
 def _model_card(res: StageResult) -> str:

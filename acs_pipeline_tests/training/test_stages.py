@@ -3,6 +3,7 @@ attempt of the same work key resumes), the stage's files, remote resume, predict
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,9 @@ def test_every_call_trains_and_a_finished_stage_is_never_resumed(tmp_path: Path,
     # same seed and data on the CPU: the retrained weights are the same
     assert a.weights_sha256 == b.weights_sha256 == again.weights_sha256
     assert stages.StageResult.from_json(a.to_json()) == a
+    old = {**json.loads(a.to_json()), "run_key": "0123", "reused": False}  # an earlier layout
+    with pytest.raises(ValueError, match="materialize the stage's checkpoint again"):
+        stages.StageResult.from_json(json.dumps(old))
     card = (tmp_path / "models/resnet18/acs/runs/run-a/model_card.md").read_text()
     assert "ACS on the tested cohort" in card and a.weights_sha256[:16] in card
 
