@@ -96,7 +96,8 @@ def fit(
     check_split("val", val)
     check_trainable(train[1], val[1], min_pos=min_pos)
     out_dir = Path(out_dir)
-    logger = make_logger(config, out_dir)  # fails early, before any file, without its package
+    how = launch(config)  # these two fail early, before any file is written
+    logger = make_logger(config, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     clear_temps(out_dir)
     best_path, last_path = out_dir / BEST, out_dir / LAST
@@ -126,7 +127,6 @@ def fit(
         last_ckpt = ModelCheckpoint(dirpath=out_dir, filename=Path(LAST).stem, monitor=None,
                                     save_top_k=1, enable_version_counter=False,
                                     auto_insert_metric_name=False)
-        how = launch(config)
         cbs: list[Callback] = [QuietWorker()] if how.workers else []
         cbs += [history, best_ckpt, last_ckpt, *callbacks]
         if config.early_stop_patience is not None:
