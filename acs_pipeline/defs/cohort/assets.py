@@ -16,13 +16,6 @@ from acs_pipeline.defs.common import (
     md_table,
     table_metadata,
 )
-from acs_pipeline.defs.ingest.raw import ecg_manifest
-from acs_pipeline.defs.ingest.tensors import (
-    ecg_3by4,
-    ecg_12lead,
-    holdout_ecg_3by4,
-    holdout_ecg_12lead,
-)
 from acs_pipeline.defs.resources import PipelineSettings, RawDataResource, StorageResource
 from acs_pipeline.ingest.transform import REJECT_SCHEMA, VIEWS
 from acs_pipeline.io import frames
@@ -74,7 +67,7 @@ def clinical_tables_expectations(storage: StorageResource) -> dg.AssetCheckResul
 
 
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
-          deps=[clinical_tables, ecg_manifest], automation_condition=EAGER,
+          deps=[clinical_tables, "ecg_manifest"], automation_condition=EAGER,
           description="One row per ECG: labels, tested/untested, duplicates, patient-level "
                       "70/30 split per cohort.")
 def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
@@ -107,7 +100,7 @@ def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
 
 
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
-          deps=[cohort, ecg_3by4, ecg_12lead, holdout_ecg_3by4, holdout_ecg_12lead],
+          deps=[cohort, "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead"],
           automation_condition=EAGER,
           description="One row per rejected record with its source key, stage and reason.")
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:

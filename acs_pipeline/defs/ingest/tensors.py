@@ -8,7 +8,6 @@ import dagster as dg
 import polars as pl
 
 from acs_pipeline.defs.common import EAGER, HOLDOUT_MANIFEST, HOLDOUT_PREFIX, MANIFEST, RETRY_IO
-from acs_pipeline.defs.ingest.raw import ecg_manifest, holdout_manifest
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
 from acs_pipeline.ingest.read import iter_view, view_rows
 from acs_pipeline.ingest.stats import combine_stats, tensor_stats
@@ -137,7 +136,7 @@ def _accounting_check(storage: Storage, manifest_rel: str, view: str,
 
 def _view_assets(view: str, *, holdout: bool):
     name = f"holdout_{view}" if holdout else view
-    manifest_asset = holdout_manifest if holdout else ecg_manifest
+    manifest_asset = "holdout_manifest" if holdout else "ecg_manifest"
     manifest_rel = HOLDOUT_MANIFEST if holdout else MANIFEST
     prefix = HOLDOUT_PREFIX if holdout else "tensors"
     what = "the holdout waveforms" if holdout else "the dataset's waveforms"
@@ -148,7 +147,7 @@ def _view_assets(view: str, *, holdout: bool):
 
     @dg.graph_asset(name=name, group_name="tensors", kinds={"numpy", "parquet"},
                     code_version=INGEST_CODE_VERSION, automation_condition=EAGER,
-                    ins={"manifest": dg.AssetIn(manifest_asset.key, dagster_type=dg.Nothing)},
+                    ins={"manifest": dg.AssetIn(manifest_asset, dagster_type=dg.Nothing)},
                     description=f"Parquet tensor shards of {what}: {shape}, float16. Stale "
                     "shards are updated in parallel steps (ACS_INGEST_WORKERS groups).")
     def _asset(manifest):
