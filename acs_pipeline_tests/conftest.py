@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from acs_pipeline_tests.faulty_s3 import faulty_s3  # noqa: F401
 from acs_pipeline_tests.s3_fixtures import s3_bucket, s3_server  # noqa: F401
 
 TINY_PATIENTS = 250

@@ -2,7 +2,9 @@
 
 Nightingale stores each ECG as ``ecg-waveforms-npz/<hex2>/<10 hex>.npz``; files named otherwise
 are kept in the manifest as rejections. Content hashes are reused for files whose ETag did not
-change since the previous manifest, so a re-listing reads only new or changed files.
+change since the previous manifest, so a re-listing reads only new or changed files. A file
+that vanished between listing and reading is a rejection; any other read failure (transient or
+access) raises: the manifest is not written, and no file is marked bad for the store's fault.
 """
 
 from __future__ import annotations
@@ -64,7 +66,7 @@ def build_manifest(
     )
     to_hash = manifest.filter(pl.col("ecg_id").is_not_null() & pl.col("sha256").is_null())["key"]
     hashed: dict[str, tuple[str | None, str, str | None]] = {}
-    for key, data in source.read_many(to_hash.to_list()):
+    for key, data in source.read_files(to_hash.to_list()):  # only a vanished file is an error
         hashed[key] = ((None, "unreadable", str(data)) if isinstance(data, Exception)
                        else (hashlib.sha256(data).hexdigest(), "ok", None))
     if hashed:

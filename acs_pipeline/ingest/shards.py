@@ -4,7 +4,10 @@ A shard holds one or more Parquet parts; each part records the raw files it was 
 and content hash), and its name carries a fingerprint of those, the view and the processing
 code version. An update keeps valid parts, carries the surviving rows of parts that lost a
 member, and decodes only the files no part covers. Shards are independent and can run in
-separate processes.
+separate processes. Only a file's own fault (bad content, or gone since the listing) makes it a
+rejection; a read that fails otherwise (the store throttling, failing or denying access after
+the client's retries) raises, and the shard records nothing for that file: the next run reads
+it again.
 """
 
 from __future__ import annotations
@@ -157,7 +160,7 @@ def build_shard(task: ShardTask, rows: Iterator[Row] | None = None, plan: Plan |
             carried_x.append(tset.x[sel])
     if rows is None:
         rows = transform_rows(task.view, [(k, task.ids[k]) for k in todo],
-                            task.source.read_many(todo), task.batch)
+                            task.source.read_files(todo), task.batch)
     ids, x, rejects = collect_rows(task.view, itertools.islice(rows, len(todo)))
     members.update({k: task.wanted[k] for k in todo})
     new_parts = list(keep)
@@ -234,7 +237,7 @@ def run_tasks(tasks: list[ShardTask], workers: int,
         # the next shard computes.
         keys = [(k, t.ids[k]) for t, ks in zip(tasks, todo, strict=True) for k in ks]
         stream = (transform_rows(tasks[0].view, keys,
-                               tasks[0].source.read_many([k for k, _ in keys]), tasks[0].batch)
+                               tasks[0].source.read_files([k for k, _ in keys]), tasks[0].batch)
                   if tasks else iter(()))
         pending: deque[tuple[ShardOutcome, Future[None]]] = deque()
         with ThreadPoolExecutor(max_workers=_WRITERS, thread_name_prefix="ingest-write") as pool:

@@ -14,7 +14,14 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import IO
 
-from acs_pipeline.io.objects import TMP_SUFFIX, ObjectNotFoundError, StorageError, StoredObject
+from acs_pipeline.io.objects import (
+    TMP_SUFFIX,
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageError,
+    StoredObject,
+    TransientStorageError,
+)
 
 _CHUNK = 1 << 20
 
@@ -56,6 +63,17 @@ def atomic_file(path: Path) -> Iterator[IO[bytes]]:
             os.unlink(tmp)
         raise
     _fsync_dir(path.parent)
+
+
+def os_error(exc: OSError, what: str, path: Path) -> StorageError:
+    """An ``OSError`` as a storage error of its kind: denied -> access, an I/O error (a network
+    mount) -> transient, anything else (a folder where a file was expected) -> plain."""
+    message = f"cannot {what} {path}: {exc}"
+    if isinstance(exc, PermissionError):
+        return StorageAccessError(message, "", str(path.parent))
+    if isinstance(exc, TimeoutError | InterruptedError) or exc.errno in (5, 110, 116):
+        return TransientStorageError(message)  # EIO, ETIMEDOUT, ESTALE
+    return StorageError(message)
 
 
 def _copy(source: Path, target: Path) -> None:
@@ -100,13 +118,15 @@ class LocalBackend:
         except FileNotFoundError:
             raise ObjectNotFoundError(f"no such file: {self.uri(key)}", key) from None
         except OSError as exc:
-            raise StorageError(f"cannot read {self.uri(key)}: {exc}") from exc
+            raise os_error(exc, "read", self.file(key)) from exc
 
     def open_read(self, key: str) -> IO[bytes]:
         try:
             return open(self.file(key), "rb")
         except FileNotFoundError:
             raise ObjectNotFoundError(f"no such file: {self.uri(key)}", key) from None
+        except OSError as exc:
+            raise os_error(exc, "read", self.file(key)) from exc
 
     def get_file(self, key: str, local: Path) -> None:
         source = self.file(key)
@@ -159,7 +179,7 @@ class LocalBackend:
                                     StoredObject(key, st.st_size, f"{st.st_size}-{st.st_mtime_ns}")
                                 )
         except OSError as exc:
-            raise StorageError(f"cannot list {self.uri(prefix)}: {exc}") from exc
+            raise os_error(exc, "list", Path(self.uri(prefix))) from exc
         return objects
 
     def check(self) -> None:

@@ -1,4 +1,17 @@
-"""What the storage backends share: relative keys, listed objects and the errors they raise."""
+"""What the storage backends share: relative keys, listed objects and the errors they raise.
+
+Errors come in three kinds, because each calls for a different reaction:
+
+- content: :class:`ObjectNotFoundError` -- this one object is missing; a caller that reads many
+  files records it against that file (quarantine) and goes on;
+- transient: :class:`TransientStorageError` -- throttling, 5xx, a connection reset, a timeout,
+  still failing after the client's own retries; the operation may succeed later, so nothing may
+  be recorded as done and the caller fails (a retry of the step, or the next run, reads again);
+- access: :class:`StorageAccessError` -- denied, unknown or expired credentials, no such bucket;
+  no retry can help: fail at once, naming bucket and prefix.
+
+Anything else is a plain :class:`StorageError` (a bad key, a bad request): not retried either.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +24,18 @@ TMP_SUFFIX = ".acs-tmp"  # temporary files of writes in flight (never listed)
 
 class StorageError(RuntimeError):
     """A storage operation failed; the message names the URI (or endpoint) and the reason."""
+
+
+class TransientStorageError(StorageError):
+    """A fault that may clear (throttling, 5xx, reset connection, timeout) outlasted the retries."""
+
+
+class StorageAccessError(StorageError):
+    """Permanent: access denied, bad or expired credentials, missing bucket. Never retried."""
+
+    def __init__(self, message: str, bucket: str = "", prefix: str = ""):
+        super().__init__(message)
+        self.bucket, self.prefix = bucket, prefix
 
 
 class ObjectNotFoundError(StorageError, FileNotFoundError):

@@ -6,12 +6,15 @@ exponential backoff and jitter; short connect timeouts make a wrong endpoint fai
 body that breaks off while it is streamed (which botocore does not retry) is read again a
 bounded number of times. Credentials come from boto3's default chain (environment, shared
 files, profiles, container and instance roles) and refresh when they expire. Every failure is a
-:class:`StorageError` whose message names the object or prefix, the endpoint and the reason.
+:class:`StorageError` whose message names the object or prefix, the endpoint and the reason, of
+one of three kinds (see :mod:`acs_pipeline.io.objects`): a missing object
+(:class:`ObjectNotFoundError`), a fault that outlasted the retries (:class:`TransientStorageError`)
+or a permanent access fault (:class:`StorageAccessError`: denied, bad or expired credentials, no
+such bucket), which botocore does not retry and whose message names the bucket and prefix.
 """
 
 from __future__ import annotations
 
-import http.client
 import io
 import os
 import random
@@ -25,8 +28,6 @@ from urllib.parse import urlparse
 
 import boto3
 import botocore.exceptions as bce
-import urllib3.exceptions
-from boto3.exceptions import S3UploadFailedError
 from botocore.config import Config
 
 from acs_pipeline.io.local import publish
@@ -34,39 +35,25 @@ from acs_pipeline.io.objects import (
     TMP_SUFFIX,
     FreshLock,
     ObjectNotFoundError,
+    StorageAccessError,
     StorageError,
     StoredObject,
+    TransientStorageError,
+)
+from acs_pipeline.io.s3_errors import (
+    CLIENT_ERRORS,
+    NOT_FOUND_CODES,
+    TRANSIENT_READ_ERRORS,
+    UPLOAD_ERRORS,
+    describe_s3_error,
+    error_kind,
+    s3_error_code,
 )
 
 CONNECT_TIMEOUT_S = 3.0
 READ_TIMEOUT_S = 30.0
 _MAX_BACKOFF_S = 5.0
 _TAIL = 1 << 16  # bytes open_read fetches from the end: pyarrow reads a Parquet footer there
-_NOT_FOUND_CODES = ("NoSuchKey", "404", "NotFound")
-_CLIENT_ERRORS = (bce.BotoCoreError, bce.ClientError)
-_UPLOAD_ERRORS = (*_CLIENT_ERRORS, S3UploadFailedError)
-# Failures while streaming a body: botocore has already returned the response, so it does not
-# retry them; we do.
-_TRANSIENT_READ_ERRORS: tuple[type[BaseException], ...] = (
-    bce.IncompleteReadError,
-    bce.ResponseStreamingError,
-    bce.ReadTimeoutError,
-    bce.ConnectionClosedError,
-    urllib3.exceptions.ProtocolError,
-    urllib3.exceptions.ReadTimeoutError,
-    http.client.IncompleteRead,
-    ConnectionError,
-    TimeoutError,
-)
-# The IAM permission each S3 operation needs, for error messages.
-_PERMISSION = {
-    "ListObjectsV2": "s3:ListBucket",
-    "HeadBucket": "s3:ListBucket",
-    "GetObject": "s3:GetObject",
-    "HeadObject": "s3:GetObject",
-    "PutObject": "s3:PutObject",
-    "DeleteObject": "s3:DeleteObject",
-}
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -78,62 +65,19 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
 
 
 def make_s3_client(endpoint_url: str | None, region: str | None, *, max_attempts: int = 5,
-                   max_pool_connections: int = 10) -> Any:
+                   max_pool_connections: int = 10, read_timeout: float = READ_TIMEOUT_S) -> Any:
     """A boto3 S3 client: standard retry mode, short timeouts, refreshable credentials.
 
     ``max_attempts`` counts every attempt, the first included (botocore's ``total_max_attempts``).
     """
     config = Config(
         retries={"total_max_attempts": max_attempts, "mode": "standard"},
-        connect_timeout=CONNECT_TIMEOUT_S,
-        read_timeout=READ_TIMEOUT_S,
+        connect_timeout=min(CONNECT_TIMEOUT_S, read_timeout),
+        read_timeout=read_timeout,
         max_pool_connections=max_pool_connections,
     )
     session = boto3.session.Session(region_name=region)
     return session.client("s3", endpoint_url=endpoint_url or None, config=config)
-
-
-def s3_error_code(exc: BaseException) -> str | None:
-    """The S3 error code of a ``ClientError`` (``'NoSuchKey'``, ``'404'`` for HEAD), else None."""
-    if isinstance(exc, bce.ClientError):
-        return str(exc.response.get("Error", {}).get("Code", "")) or None
-    return None
-
-
-def describe_s3_error(exc: BaseException, *, uri: str, endpoint: str, operation: str) -> str:
-    """One clear sentence for a botocore failure: what, where, and which permission or setting."""
-    where = f"{operation} {uri} (endpoint {endpoint})"
-    inner = exc.__cause__ or exc.__context__
-    if isinstance(exc, S3UploadFailedError) and isinstance(inner, _CLIENT_ERRORS):
-        exc = inner  # boto3's transfer manager wraps the real error
-    if isinstance(exc, bce.NoCredentialsError | bce.PartialCredentialsError):
-        return (
-            f"{where}: no usable AWS credentials found (looked at AWS_ACCESS_KEY_ID/"
-            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, the shared credentials and config files, "
-            f"container and instance roles): {exc}"
-        )
-    if isinstance(exc, bce.EndpointConnectionError | bce.ConnectTimeoutError):
-        return f"{where}: S3 endpoint {endpoint} is unreachable: {exc}"
-    if isinstance(exc, bce.ReadTimeoutError):
-        return f"{where}: S3 endpoint {endpoint} timed out: {exc}"
-    code = s3_error_code(exc)
-    if code is None:
-        return f"{where}: {type(exc).__name__}: {exc}"
-    permission = _PERMISSION.get(operation, f"s3:{operation}")
-    bucket = urlparse(uri).netloc
-    reasons = {
-        "NoSuchBucket": f"bucket {bucket!r} does not exist",
-        "AccessDenied": f"access denied: needs permission {permission}",
-        "403": f"access denied (HTTP 403): needs permission {permission}",
-        "AllAccessDisabled": f"access to bucket {bucket!r} is disabled",
-        "InvalidAccessKeyId": "credentials rejected: the access key id is unknown to the endpoint",
-        "SignatureDoesNotMatch": "credentials rejected: the secret key does not match",
-        "ExpiredToken": "credentials rejected: the session token has expired",
-        "InvalidToken": "credentials rejected: the session token is invalid",
-        "NoSuchKey": "no such object",
-        "404": "no such object (HTTP 404)",
-    }
-    return f"{where}: {reasons.get(code, f'{code}: {exc}')}"
 
 
 class S3Backend:
@@ -142,7 +86,7 @@ class S3Backend:
 
     def __init__(self, root: str, *, endpoint_url: str | None, region: str | None,
                  max_attempts: int, max_pool_connections: int, page_size: int,
-                 backoff_s: float):
+                 backoff_s: float, read_timeout: float = READ_TIMEOUT_S):
         try:
             self.bucket, self.prefix = parse_s3_uri(root)
         except ValueError as exc:
@@ -151,7 +95,7 @@ class S3Backend:
         self.base = f"{self.prefix}/" if self.prefix else ""
         self.endpoint_url, self.region = endpoint_url, region
         self.max_attempts, self.page_size, self.backoff_s = max_attempts, page_size, backoff_s
-        self.max_pool_connections = max_pool_connections
+        self.max_pool_connections, self.read_timeout = max_pool_connections, read_timeout
         self._client: Any = None
         self._lock = FreshLock()
 
@@ -165,7 +109,8 @@ class S3Backend:
             if self._client is None:
                 self._client = make_s3_client(
                     self.endpoint_url, self.region, max_attempts=self.max_attempts,
-                    max_pool_connections=self.max_pool_connections)
+                    max_pool_connections=self.max_pool_connections,
+                    read_timeout=self.read_timeout)
             return self._client
 
     def uri(self, key: str) -> str:
@@ -173,11 +118,23 @@ class S3Backend:
 
     def _fail(self, exc: BaseException, key: str, operation: str,
               client: Any = None) -> StorageError:
+        """The failure as a :class:`StorageError` of its kind (missing, transient, access)."""
         endpoint = (client or self.client).meta.endpoint_url
         message = describe_s3_error(exc, uri=self.uri(key), endpoint=endpoint,
                                     operation=operation)
-        if key and s3_error_code(exc) in _NOT_FOUND_CODES:
+        kind = error_kind(exc)
+        if kind == "missing" and key:
             return ObjectNotFoundError(message, key)
+        if kind == "access":
+            folder = (self.base + key).rpartition("/")[0] if key else self.prefix
+            prefix = f"{folder}/" if folder else ""
+            return StorageAccessError(
+                f"{message} [bucket {self.bucket!r}, prefix {prefix!r}; not retried: fix the "
+                "credentials, permissions or bucket name]", self.bucket, prefix)
+        if kind == "transient":
+            return TransientStorageError(
+                f"{message} [still failing after {self.max_attempts} attempts; transient, "
+                "a later attempt may succeed]")
         return StorageError(message)
 
     # ---- writes
@@ -185,7 +142,7 @@ class S3Backend:
     def write_bytes(self, key: str, data: bytes) -> None:
         try:
             self.client.put_object(Bucket=self.bucket, Key=self.base + key, Body=data)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise self._fail(exc, key, "PutObject") from exc
 
     @contextmanager
@@ -197,13 +154,13 @@ class S3Backend:
             f.seek(0)
             try:
                 self.client.upload_fileobj(f, self.bucket, self.base + key)
-            except _UPLOAD_ERRORS as exc:
+            except UPLOAD_ERRORS as exc:
                 raise self._fail(exc, key, "PutObject") from exc
 
     def put_file(self, key: str, local: Path) -> None:
         try:
             self.client.upload_file(str(local), self.bucket, self.base + key)
-        except _UPLOAD_ERRORS as exc:
+        except UPLOAD_ERRORS as exc:
             raise self._fail(exc, key, "PutObject") from exc
 
     # ---- reads
@@ -220,19 +177,19 @@ class S3Backend:
             try:  # botocore has retried throttling, 5xx and connection errors here already
                 response = self.client.get_object(Bucket=self.bucket, Key=self.base + key,
                                                   **extra)
-            except _CLIENT_ERRORS as exc:
+            except CLIENT_ERRORS as exc:
                 raise self._fail(exc, key, "GetObject") from exc
             body = response["Body"]  # not `with body`: that yields the unverified raw stream
             try:
                 return body.read(), response
-            except _TRANSIENT_READ_ERRORS as exc:
+            except TRANSIENT_READ_ERRORS as exc:
                 last = exc
             finally:
                 body.close()
             if attempt < self.max_attempts:
                 delay = min(self.backoff_s * 2 ** (attempt - 1), _MAX_BACKOFF_S)
                 time.sleep(delay * (0.5 + random.random() / 2))
-        raise StorageError(
+        raise TransientStorageError(
             f"GetObject {self.uri(key)} (endpoint {self.client.meta.endpoint_url}): body read "
             f"failed {self.max_attempts} times, last: {type(last).__name__}: {last}"
         )
@@ -252,7 +209,7 @@ class S3Backend:
         try:
             self.client.download_file(self.bucket, self.base + key, tmp)
             publish(tmp, local)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise self._fail(exc, key, "GetObject") from exc
         finally:
             with suppress(FileNotFoundError):
@@ -262,7 +219,7 @@ class S3Backend:
         try:
             return self.client.head_object(Bucket=self.bucket, Key=self.base + key)
         except bce.ClientError as exc:
-            if s3_error_code(exc) in _NOT_FOUND_CODES:
+            if s3_error_code(exc) in NOT_FOUND_CODES:
                 return None
             raise self._fail(exc, key, "HeadObject") from exc
         except bce.BotoCoreError as exc:
@@ -280,7 +237,7 @@ class S3Backend:
     def delete(self, key: str) -> None:
         try:
             self.client.delete_object(Bucket=self.bucket, Key=self.base + key)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise self._fail(exc, key, "DeleteObject") from exc
 
     def list(self, prefix: str) -> list[StoredObject]:
@@ -296,16 +253,17 @@ class S3Backend:
                     if key and not key.endswith("/"):
                         etag = str(item.get("ETag", "")).strip('"')
                         objects.append(StoredObject(key, int(item["Size"]), etag))
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise self._fail(exc, prefix, "ListObjectsV2") from exc
         return objects
 
     def check(self) -> None:
         """``ListObjectsV2`` with ``MaxKeys=1`` through a client that retries once."""
-        client = make_s3_client(self.endpoint_url, self.region, max_attempts=2)
+        client = make_s3_client(self.endpoint_url, self.region, max_attempts=2,
+                                read_timeout=self.read_timeout)
         try:
             page = client.list_objects_v2(Bucket=self.bucket, Prefix=self.base, MaxKeys=1)
-        except _CLIENT_ERRORS as exc:
+        except CLIENT_ERRORS as exc:
             raise self._fail(exc, "", "ListObjectsV2", client) from exc
         if not page.get("KeyCount", len(page.get("Contents", []))):
             raise StorageError(

@@ -19,8 +19,14 @@ from typing import IO, Any
 from urllib.parse import urlparse
 
 from acs_pipeline.io.local import LocalBackend
-from acs_pipeline.io.objects import FreshLock, StorageError, StoredObject, check_key
-from acs_pipeline.io.s3 import S3Backend
+from acs_pipeline.io.objects import (
+    FreshLock,
+    ObjectNotFoundError,
+    StorageError,
+    StoredObject,
+    check_key,
+)
+from acs_pipeline.io.s3 import READ_TIMEOUT_S, S3Backend
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -39,12 +45,14 @@ class Storage:
 
     Keys look like ``'tensors/ecg_3by4/shard=ab/part-0f.parquet'``. Writes are atomic: for
     Parquet use ``with storage.open_write(rel) as f: pq.write_table(t, f)``. ``max_workers``
-    threads serve :meth:`read_many`; on S3, ``max_attempts`` bounds every request's attempts.
+    threads serve :meth:`read_many`; on S3, ``max_attempts`` bounds every request's attempts
+    and ``read_timeout_s`` how long one waits for data. Errors are of the kinds described in
+    :mod:`acs_pipeline.io.objects` (missing, transient, access).
     """
 
     def __init__(self, root: str, *, endpoint_url: str | None = None, region: str | None = None,
                  max_workers: int = 8, max_attempts: int = 5, page_size: int = 1000,
-                 backoff_s: float = 0.2):
+                 backoff_s: float = 0.2, read_timeout_s: float = READ_TIMEOUT_S):
         if max_workers < 1 or max_attempts < 1 or not 1 <= page_size <= 1000:
             raise ValueError("need max_workers >= 1, max_attempts >= 1, 1 <= page_size <= 1000")
         if not root:
@@ -58,7 +66,7 @@ class Storage:
             self._backend = S3Backend(
                 root, endpoint_url=self.endpoint_url, region=self.region,
                 max_attempts=max_attempts, max_pool_connections=max(max_workers, 10),
-                page_size=page_size, backoff_s=backoff_s)
+                page_size=page_size, backoff_s=backoff_s, read_timeout=read_timeout_s)
             self.bucket, self.prefix = self._backend.bucket, self._backend.prefix
         else:
             self._backend = LocalBackend(urlparse(root).path if root.startswith("file://")
@@ -179,6 +187,17 @@ class Storage:
             return self.read_bytes(rel)
         except Exception as exc:  # returned to the caller, who quarantines the key
             return exc
+
+    def read_files(self, keys: Sequence[str]
+                   ) -> Iterator[tuple[str, bytes | ObjectNotFoundError]]:
+        """:meth:`read_many` for files that must each be accounted for: a missing object comes
+        back as its error (the caller quarantines that file); any other failure (transient
+        after the retries, access, anything else) is raised, so no file is recorded as done, or
+        as bad, because the store failed."""
+        for key, result in self.read_many(keys):
+            if isinstance(result, Exception) and not isinstance(result, ObjectNotFoundError):
+                raise result
+            yield key, result  # type: ignore[misc]
 
     def read_many(self, keys: Sequence[str]) -> Iterator[tuple[str, bytes | Exception]]:
         """Read ``keys`` concurrently (``max_workers`` threads), yielding ``(key, result)`` in

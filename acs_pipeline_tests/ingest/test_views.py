@@ -9,6 +9,7 @@ import pytest
 from acs_pipeline.ingest.manifest import IngestError, build_manifest
 from acs_pipeline.ingest.read import load_view
 from acs_pipeline.ingest.views import finish_view, ingest_view, survey_view, update_shards
+from acs_pipeline.io.objects import StorageAccessError, TransientStorageError
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.ingest.raw_tree import beat_train, npz_bytes, run, write_tree
 from acs_pipeline_tests.s3_fixtures import upload_tree
@@ -137,3 +138,82 @@ def test_update_in_steps_matches_one_call_and_the_index_waits_for_every_shard(tm
     rep = finish_view(survey(), st, counts)
     assert rep.data_version == one.data_version and rep.rows == one.rows
     assert rep.rejected == one.rejected and st.exists("tensors/ecg_3by4/_index.json")
+
+
+def _recorded(storage: Storage, view: str = "ecg_3by4") -> tuple[dict[str, str], set[str]]:
+    """Every rejection (key -> reason) and every covered key in the shards' state files."""
+    reasons: dict[str, str] = {}
+    members: set[str] = set()
+    for rel in storage.list(f"tensors/{view}/"):
+        if rel.endswith("/_shard.json"):
+            for part in json.loads(storage.read_bytes(rel))["parts"]:
+                reasons.update({r["key"]: r["reason"] for r in part["rejects"]})
+                members.update(part["members"])
+    return reasons, members
+
+
+def test_transient_faults_never_quarantine_and_a_rerun_matches_a_clean_run(
+        tmp_path, s3_server, s3_bucket, faulty_s3):
+    files = write_tree(tmp_path / "raw")
+    upload_tree(s3_server, s3_bucket, "raw", tmp_path / "raw")
+    clean_store = Storage(str(tmp_path / "clean"))
+    clean_manifest, _, clean = run(Storage(f"s3://{s3_bucket}/raw", endpoint_url=s3_server),
+                                   clean_store)
+    src = Storage(f"s3://{s3_bucket}/raw", endpoint_url=faulty_s3.endpoint, max_attempts=3,
+                  backoff_s=0.01)
+    st = Storage(str(tmp_path / "store"))
+    npz = f"/{s3_bucket}/raw/ecg-waveforms-npz/"
+
+    def bursts() -> None:  # each file's first requests fail; the client rides them out
+        faulty_s3.clear()
+        faulty_s3.inject("error500", npz + "aa/", times=2)
+        faulty_s3.inject("reset", npz + "ab/", times=2)
+        faulty_s3.inject("slowdown", npz + "b0/", times=1)
+
+    bursts()
+    manifest, _ = build_manifest(src)
+    assert manifest.equals(clean_manifest)
+    assert faulty_s3.count(npz, outcome="reset") == 2 * 4  # 4 files in ab/, each reset twice
+    # a fault that outlasts the client's retries: the run fails and records nothing for it
+    bursts()
+    stuck = "ecg-waveforms-npz/ab/ab00000001.npz"
+    faulty_s3.inject("error500", f"/{s3_bucket}/raw/{stuck}", times=100)
+    faulty_s3.rules.insert(0, faulty_s3.rules.pop())  # before the ab/ burst
+    with pytest.raises(TransientStorageError, match=f"{stuck}.*3 attempts"):
+        ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
+    # hashed for the manifest (2 resets, then read), then 3 failed attempts of the ingest
+    assert faulty_s3.count(f"/{s3_bucket}/raw/{stuck}", method="GET") == 3 + 3
+    reasons, members = _recorded(st)
+    assert stuck not in members and "unreadable" not in reasons.values()
+    # the faults clear: the next run reads the file and matches a clean run
+    bursts()
+    rep = ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
+    assert rep.data_version == clean.data_version
+    assert _recorded(st) == _recorded(clean_store)
+    assert sorted(r["reason"] for r in rep.rejects) == sorted(r["reason"] for r in clean.rejects)
+    assert stuck in _recorded(st)[1] and len(_recorded(st)[1]) == len(files) - 1  # not notanid
+
+
+def test_access_denied_fails_the_ingest_at_once_and_records_nothing(
+        tmp_path, s3_server, s3_bucket, faulty_s3):
+    write_tree(tmp_path / "raw")
+    upload_tree(s3_server, s3_bucket, "raw", tmp_path / "raw")
+    direct = Storage(f"s3://{s3_bucket}/raw", endpoint_url=s3_server)
+    manifest, _ = build_manifest(direct)
+    src = Storage(f"s3://{s3_bucket}/raw", endpoint_url=faulty_s3.endpoint, max_attempts=5)
+    st = Storage(str(tmp_path / "store"))
+    denied = f"/{s3_bucket}/raw/ecg-waveforms-npz/ab/"
+    faulty_s3.inject("denied", denied, times=100)
+    with pytest.raises(StorageAccessError, match="AccessDenied|access denied") as info:
+        ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
+    assert f"bucket {s3_bucket!r}, prefix 'raw/ecg-waveforms-npz/ab/'" in str(info.value)
+    keys = manifest.filter(pl.col("key").str.contains("/ab/"))["key"].to_list()
+    assert max(faulty_s3.count(f"/{s3_bucket}/raw/{k}") for k in keys) == 1  # no retries
+    assert _recorded(st) == ({}, set())
+    with pytest.raises(StorageAccessError, match="prefix 'raw/ecg-waveforms-npz/ab/'"):
+        build_manifest(src, None)  # hashing reads the files: the same fault, not a rejection
+    faulty_s3.clear()
+    rep = ingest_view(src, st, manifest, "ecg_3by4", code_version="t1")
+    clean = ingest_view(direct, Storage(str(tmp_path / "clean")), manifest, "ecg_3by4",
+                        code_version="t1")
+    assert rep.data_version == clean.data_version and rep.rejected == clean.rejected

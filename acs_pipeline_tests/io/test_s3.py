@@ -16,8 +16,14 @@ import pytest
 from botocore.awsrequest import AWSResponse
 from botocore.credentials import CredentialProvider, CredentialResolver, RefreshableCredentials
 
-from acs_pipeline.io.objects import ObjectNotFoundError, StorageError
+from acs_pipeline.io.objects import (
+    ObjectNotFoundError,
+    StorageAccessError,
+    StorageError,
+    TransientStorageError,
+)
 from acs_pipeline.io.storage import Storage
+from acs_pipeline_tests.faulty_s3 import FaultyS3Proxy
 from acs_pipeline_tests.s3_fixtures import s3_client, upload_tree
 
 
@@ -247,3 +253,80 @@ def test_expiring_credentials_are_refreshed(s3_server: str, s3_bucket: str, monk
         assert pq.read_metadata(f).num_rows == 3
     assert len(sent) == 3 and len(set(sent)) == 3  # PUT, GET, GET of the last 64 KiB
     assert {t.decode() if isinstance(t, bytes) else t for t in sent} <= set(fetched)
+
+
+# ---- through a fault-injecting proxy in front of the real server (acs_pipeline_tests.faulty_s3)
+
+
+def _via(proxy: FaultyS3Proxy, bucket: str, **kwargs) -> Storage:
+    kwargs = {"max_attempts": 4, "backoff_s": 0.01, **kwargs}
+    return Storage(f"s3://{bucket}/p", endpoint_url=proxy.endpoint, **kwargs)
+
+
+def test_proxy_transient_faults_are_retried_until_they_clear(
+    faulty_s3: FaultyS3Proxy, s3_server: str, s3_bucket: str
+) -> None:
+    data = bytes(range(256)) * 64
+    s3_client(s3_server).put_object(Bucket=s3_bucket, Key="p/k.npz", Body=data)
+    src = _via(faulty_s3, s3_bucket, read_timeout_s=0.5)
+    target = f"/{s3_bucket}/p/k.npz"
+    for fault, times in [("slowdown", 1), ("error500", 3), ("reset", 3), ("stall", 1)]:
+        faulty_s3.clear()
+        faulty_s3.inject(fault, target, times=times)
+        before = faulty_s3.count(target)
+        assert src.read_bytes("k.npz") == data, fault
+        assert faulty_s3.count(target) - before == times + 1, fault  # every fault, then success
+        assert faulty_s3.count(target, outcome=fault) >= times
+
+
+def test_proxy_persistent_transient_fault_is_transient_after_bounded_attempts(
+    faulty_s3: FaultyS3Proxy, s3_server: str, s3_bucket: str
+) -> None:
+    s3_client(s3_server).put_object(Bucket=s3_bucket, Key="p/k.npz", Body=b"x" * 1000)
+    src = _via(faulty_s3, s3_bucket, max_attempts=3)
+    target = f"/{s3_bucket}/p/k.npz"
+    faulty_s3.inject("error500", target, times=100)
+    with pytest.raises(TransientStorageError, match="k.npz.*InternalError.*3 attempts"):
+        src.read_bytes("k.npz")
+    assert faulty_s3.count(target) == 3
+    faulty_s3.clear()
+    faulty_s3.inject("reset", target, times=100)
+    with pytest.raises(TransientStorageError, match="body read failed 3 times"):
+        src.read_bytes("k.npz")
+    assert faulty_s3.count(target) == 3 + 3
+    [(key, result)] = list(src.read_many(["k.npz"]))  # returned to the caller, not raised
+    assert isinstance(result, TransientStorageError)
+    with pytest.raises(TransientStorageError):  # read_files raises it: nothing is recorded
+        list(src.read_files(["k.npz"]))
+
+
+@pytest.mark.parametrize("fault, reason", [
+    ("denied", "access denied: needs permission s3:GetObject"),
+    ("expired", "session token has expired"),
+    ("no_bucket", "does not exist"),
+])
+def test_proxy_access_faults_fail_at_once_naming_bucket_and_prefix(
+    faulty_s3: FaultyS3Proxy, s3_server: str, s3_bucket: str, fault: str, reason: str
+) -> None:
+    s3_client(s3_server).put_object(Bucket=s3_bucket, Key="p/ecg/aa/k.npz", Body=b"x")
+    s3_client(s3_server).put_object(Bucket=s3_bucket, Key="p/ecg/ab/k.npz", Body=b"y")
+    src = _via(faulty_s3, s3_bucket, max_attempts=5)
+    faulty_s3.inject(fault, f"/{s3_bucket}/p/ecg/aa/", times=100)
+    with pytest.raises(StorageAccessError, match=reason) as info:
+        list(src.read_files(["ecg/ab/k.npz", "ecg/aa/k.npz"]))
+    assert f"bucket {s3_bucket!r}, prefix 'p/ecg/aa/'" in str(info.value)
+    assert (info.value.bucket, info.value.prefix) == (s3_bucket, "p/ecg/aa/")
+    assert faulty_s3.count(f"/{s3_bucket}/p/ecg/aa/k.npz") == 1  # no retries
+    faulty_s3.inject(fault, f"/{s3_bucket}?", times=100, method=None)  # the listing too
+    with pytest.raises(StorageAccessError, match=f"ListObjectsV2 s3://{s3_bucket}/p"):
+        src.check()
+    assert faulty_s3.count(f"/{s3_bucket}?list-type=2") == 1
+
+
+def test_proxy_missing_object_is_a_content_error(
+    faulty_s3: FaultyS3Proxy, s3_bucket: str
+) -> None:
+    src = _via(faulty_s3, s3_bucket)
+    [(key, result)] = list(src.read_files(["gone.npz"]))
+    assert key == "gone.npz" and isinstance(result, ObjectNotFoundError)
+    assert faulty_s3.count("/gone.npz") == 1
