@@ -52,7 +52,9 @@ def calibration(
     """Calibration of probabilities ``p`` against labels ``y``.
 
     Returns:
-    - ``brier``: mean squared error; ``brier_reference``: that of always predicting the prevalence.
+    - ``brier``: mean squared error; ``brier_reference``: that of always predicting the prevalence;
+      ``brier_skill`` = 1 - brier / brier_reference (0: no better than the prevalence, 1: perfect,
+      negative: worse than the prevalence).
     - ``slope`` and ``intercept`` of the logistic recalibration ``logit P(y) = a + b logit(p)``
       (perfect calibration: slope 1, intercept 0); ``citl``: calibration-in-the-large, the
       intercept with the slope fixed at 1. ``p`` is clipped to [1e-6, 1 - 1e-6] before the logit.
@@ -81,9 +83,12 @@ def calibration(
     sum_p = np.bincount(idx, weights=pp, minlength=n_bins)
     sum_y = np.bincount(idx, weights=yf, minlength=n_bins)
     prev = yf.mean()
+    brier = float(np.mean((pp - yf) ** 2))
+    reference = float(prev * (1 - prev))  # > 0: both classes are present
     return {
-        "brier": float(np.mean((pp - yf) ** 2)),
-        "brier_reference": float(prev * (1 - prev)),
+        "brier": brier,
+        "brier_reference": reference,
+        "brier_skill": 1.0 - brier / reference,
         "slope": float(b),
         "intercept": float(a),
         "citl": float(citl),

@@ -59,6 +59,12 @@ def classical_comparison(
     (``n_model_only, n_both, n_classical_only, n_neither``), and the headline shares:
     ``share_flagged_no_classical`` (of the top-k cases, the share without any classical flag) and
     ``share_tp_no_classical`` (of the true positives in the top-k, the share without any flag).
+
+    Their chance references, what a random ranking gives in expectation:
+    ``chance_flagged_no_classical`` (a random top-k is a uniform sample of all cases, so its
+    expected share without a flag is that of all cases) and ``chance_tp_no_classical`` (the true
+    positives of a random top-k are a uniform sample of the positives: the share of positives
+    without a flag).
     """
     yy = as_labels(y)
     anyflag = any_flag(flags, yy.size)
@@ -70,6 +76,7 @@ def classical_comparison(
     n_tp = int(tp_mask.sum())
     n_sel_noflag = int(np.sum(sel & ~anyflag))
     n_tp_noflag = int(np.sum(tp_mask & ~anyflag))
+    pos = yy == 1
     return {
         "k": n_sel,
         "n_model_only": n_sel_noflag,
@@ -80,4 +87,6 @@ def classical_comparison(
         "n_tp_no_classical": n_tp_noflag,
         "share_flagged_no_classical": ratio(n_sel_noflag, n_sel),
         "share_tp_no_classical": ratio(n_tp_noflag, n_tp),
+        "chance_flagged_no_classical": ratio(int(np.sum(~anyflag)), yy.size),
+        "chance_tp_no_classical": ratio(int(np.sum(pos & ~anyflag)), int(pos.sum())),
     }

@@ -104,6 +104,25 @@ def delong_paired(
     return float(z), p, diff, (diff - half, diff + half)
 
 
+def holm(pvalues: object) -> np.ndarray:
+    """Holm's step-down adjusted p-values (family-wise error rate), in the input order.
+
+    Sorted ascending, the i-th smallest of m p-values (i from 0) becomes ``(m - i) * p``, made
+    non-decreasing along the order and capped at 1; reject where the adjusted p < alpha. NaN
+    p-values are not part of the family and stay NaN.
+    """
+    p = np.asarray(pvalues, dtype=np.float64).ravel()
+    if np.any((p < 0) | (p > 1)):
+        raise MetricInputError("p-values must lie in [0, 1]")
+    out = np.full(p.size, np.nan)
+    keep = np.flatnonzero(~np.isnan(p))
+    order = keep[np.argsort(p[keep], kind="stable")]
+    m = order.size
+    scaled = (m - np.arange(m)) * p[order]
+    out[order] = np.minimum(np.maximum.accumulate(scaled), 1.0)
+    return out
+
+
 def bootstrap_auroc_samples(y: object, s: object, n_boot: int = 2000, seed: int = 0) -> np.ndarray:
     """AUROCs of ``n_boot`` stratified bootstrap replicates (vectorised, no loop per replicate).
 

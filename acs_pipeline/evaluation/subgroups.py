@@ -1,7 +1,9 @@
 """AUROC per subgroup (sex, race, age band, ...), with DeLong intervals.
 
-Inputs follow :mod:`acs_pipeline.evaluation.checks`. Unlike the other metrics, one-class or
-small subgroups are an expected outcome, not a caller error: they get NaN and a reason.
+Inputs follow :mod:`acs_pipeline.evaluation.checks`. Unlike the other metrics, subgroups with
+too few cases of either class are an expected outcome, not a caller error: they get NaN and a
+reason, never a point estimate with a degenerate interval (with a handful of positives the
+DeLong variance can collapse to zero and show e.g. 1.000 (1.000-1.000)).
 """
 
 from __future__ import annotations
@@ -12,6 +14,9 @@ import numpy as np
 
 from acs_pipeline.evaluation.checks import MetricInputError, as_labels, as_scores
 from acs_pipeline.evaluation.ranking import delong_ci
+
+MIN_PER_CLASS = 10  # fewest positives and fewest negatives for a subgroup AUROC and its CI
+TOO_FEW = "too few cases"
 
 
 def _group_labels(groups: object, n: int) -> np.ndarray:
@@ -32,7 +37,7 @@ def subgroup_auroc(
     y: object,
     s: object,
     groups: object,
-    min_n: int = 20,
+    min_per_class: int = MIN_PER_CLASS,
     alpha: float = 0.05,
     order: Sequence[str] | None = None,
 ) -> list[dict[str, object]]:
@@ -42,9 +47,11 @@ def subgroup_auroc(
     ``'missing'`` last.
 
     Each row: ``group, n, positives, auroc, ci_low, ci_high, reason``. Groups with fewer than
-    ``min_n`` cases or with one class get NaN AUROC and a ``reason``; ``reason`` is ``None``
-    otherwise.
+    ``min_per_class`` positives or fewer than ``min_per_class`` negatives get NaN AUROC and a
+    ``reason`` starting with :data:`TOO_FEW`; ``reason`` is ``None`` otherwise.
     """
+    if int(min_per_class) < 1:
+        raise MetricInputError(f"min_per_class must be >= 1, got {min_per_class}")
     yy = as_labels(y)
     ss = as_scores(s, yy.size)
     labels = _group_labels(groups, yy.size)
@@ -65,10 +72,9 @@ def subgroup_auroc(
             "ci_high": float("nan"),
             "reason": None,
         }
-        if mask.sum() < min_n:
-            row["reason"] = f"n < {min_n}"
-        elif npos == 0 or npos == ny.size:
-            row["reason"] = "only one class"
+        nneg = ny.size - npos
+        if min(npos, nneg) < min_per_class:
+            row["reason"] = f"{TOO_FEW} ({npos} ACS, {nneg} without; need {min_per_class} of each)"
         else:
             auc, lo, hi = delong_ci(ny, ss[mask], alpha=alpha)
             row.update(auroc=auc, ci_low=lo, ci_high=hi)

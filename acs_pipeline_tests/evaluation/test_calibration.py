@@ -48,3 +48,19 @@ def test_cumulative_risk():
     r = C.cumulative_risk([1, 0, 1, 0], [0.9, 0.8, 0.1, 0.5])
     np.testing.assert_allclose(r["share_events"], [0.5, 0.5, 0.5, 1.0])
     np.testing.assert_allclose(r["observed_rate"], [1.0, 0.5, 1 / 3, 0.5])
+
+
+def test_brier_skill_against_sklearn():
+    from sklearn.metrics import brier_score_loss
+
+    rng = np.random.default_rng(2)
+    p = rng.uniform(0.05, 0.95, size=500)
+    y = (rng.uniform(size=p.size) < p).astype(int)
+    c = C.calibration(y, p)
+    reference = brier_score_loss(y, np.full(y.size, y.mean()))
+    assert c["brier_reference"] == pytest.approx(reference)
+    assert c["brier_skill"] == pytest.approx(1 - brier_score_loss(y, p) / reference)
+    assert c["brier_skill"] > 0  # p is the true risk: better than the prevalence
+    flat = C.calibration(y, np.full(y.size, y.mean()))
+    assert flat["brier_skill"] == pytest.approx(0.0, abs=1e-12)
+    assert C.calibration(y, 1 - p)["brier_skill"] < 0  # inverted: worse than the prevalence

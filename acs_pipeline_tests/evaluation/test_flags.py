@@ -36,3 +36,21 @@ def test_classical_comparison_counts():
     assert (c["n_model_only"], c["n_both"], c["n_classical_only"], c["n_neither"]) == (1, 2, 1, 2)
     assert c["share_flagged_no_classical"] == pytest.approx(1 / 3)
     assert c["n_tp"] == 2 and c["share_tp_no_classical"] == pytest.approx(1 / 2)
+
+
+def test_chance_shares_hand_computed_and_equal_random_rankings():
+    y = np.array([1, 1, 1, 0, 0, 0])
+    flags = {"st": np.array([1, 0, 0, 0, 0, 0]), "tw": np.array([0, 0, 1, 1, 0, 0])}
+    c = F.classical_comparison(y, np.array([0.9, 0.8, 0.1, 0.7, 0.2, 0.3]), flags)
+    assert c["chance_flagged_no_classical"] == pytest.approx(3 / 6)  # ECGs 1, 4, 5
+    assert c["chance_tp_no_classical"] == pytest.approx(1 / 3)  # of positives 0, 1, 2: ECG 1
+    # what random rankings give on average (the chance reference is an expectation)
+    rng = np.random.default_rng(0)
+    y = (rng.uniform(size=300) < 0.4).astype(int)
+    flags = {"a": rng.uniform(size=300) < 0.3, "b": (rng.uniform(size=300) < 0.2) & (y == 1)}
+    runs = [F.classical_comparison(y, rng.permutation(300), flags) for _ in range(3000)]
+    c = runs[0]
+    for key in ("flagged_no_classical", "tp_no_classical"):
+        mean = np.mean([r[f"share_{key}"] for r in runs])
+        assert mean == pytest.approx(c[f"chance_{key}"], abs=0.005), key
+    assert c["chance_flagged_no_classical"] != pytest.approx(c["chance_tp_no_classical"], abs=0.02)

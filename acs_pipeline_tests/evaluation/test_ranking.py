@@ -199,3 +199,15 @@ def test_topk_ppv_equals_sensitivity_random(seed):
     y, s = _data(n=257, seed=seed, decimals=0)
     r = ranking.topk_metrics(y, s)
     assert r["ppv"] == r["sens"] and r["selected"].sum() == y.sum()
+
+
+def test_holm_against_hand_computation():
+    # sorted: .01 (x4 = .04), .02 (x3 = .06), .03 (x2 = .06), .04 (x1 = .04 -> monotone .06)
+    p = [0.04, 0.01, 0.03, 0.02]
+    np.testing.assert_allclose(ranking.holm(p), [0.06, 0.04, 0.06, 0.06])
+    # NaN stays NaN and is not counted in the family: m = 2, so .3 -> .6 (not .9), .6 -> .6
+    np.testing.assert_allclose(ranking.holm([0.6, float("nan"), 0.3]), [0.6, np.nan, 0.6])
+    np.testing.assert_allclose(ranking.holm([0.6, 0.7]), [1.0, 1.0])  # 2 x .6 capped at 1
+    assert ranking.holm([]).size == 0
+    with pytest.raises(ranking.MetricInputError, match=r"\[0, 1\]"):
+        ranking.holm([0.5, 1.2])
