@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from scipy import signal
 from torch import nn
 
 import acs_pipeline
@@ -14,6 +15,7 @@ from acs_pipeline.models.hubert import (
     HuBERTForECGClassification,
     HubertInputError,
     convert_weight_norm_keys,
+    decimate,
     hubert_config,
     hubert_input,
 )
@@ -177,3 +179,57 @@ def test_both_weight_norm_spellings_load(smoke_model):
         fresh.load_state_dict(spelling)  # strict: every key matched after renaming
         with torch.no_grad():
             torch.testing.assert_close(fresh(x), expected)
+
+
+def scipy_hubert_input(x12: torch.Tensor, start: int) -> torch.Tensor:
+    """The former implementation: the crop to the CPU in float64, scipy's decimate there."""
+    crop = x12[:, :, start : start + 2500].reshape(len(x12), -1).double().numpy()
+    out = signal.decimate(crop, 5, ftype="iir", axis=-1, zero_phase=True)
+    return torch.from_numpy(np.ascontiguousarray(out)).float()
+
+
+def ecg_like(b: int, seed: int) -> torch.Tensor:
+    """Float16-rounded 12-lead records: noise, a baseline walk and a large offset on lead 3."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(b, 12, 5000, generator=g) * 0.3
+    x += torch.cumsum(torch.randn(b, 12, 5000, generator=g), dim=-1) * 0.01
+    x[:, 3] += 4.0
+    return x.half().float()
+
+
+def test_device_decimation_equals_scipy_within_float_rounding():
+    x = ecg_like(6, 0)
+    for start in (0, 1, 777, 1250, 2500):
+        crop = x[:, :, start : start + 2500].reshape(6, -1)
+        want = signal.decimate(crop.double().numpy(), 5, ftype="iir", axis=-1, zero_phase=True)
+        got = decimate(crop)
+        assert got.dtype == torch.float64
+        np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
+        torch.testing.assert_close(hubert_input(x, start), scipy_hubert_input(x, start),
+                                   rtol=0, atol=1e-6)
+    with pytest.raises(HubertInputError, match="multiple of 5"):
+        decimate(torch.zeros(1, 3001))
+
+
+def test_predictions_and_a_training_step_equal_the_scipy_pipeline(smoke_model, monkeypatch):
+    import acs_pipeline.models.hubert as hubert
+
+    x = ecg_like(4, 1)
+
+    def run() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        torch.manual_seed(0)
+        net = HubertBinary(HuBERTForECGClassification(hubert_config("small", smoke=True)))
+        with torch.no_grad():
+            pred = net.eval()(x)  # the maximum over three crops
+        net.train()
+        torch.manual_seed(5)
+        loss = F.binary_cross_entropy_with_logits(net(x), torch.tensor([1.0, 0.0, 1.0, 0.0]))
+        loss.backward()
+        grad = net.model.hubert_ecg.feature_extractor.conv_layers[0].conv.weight.grad
+        return pred, loss.detach(), grad.clone()
+
+    now = run()
+    monkeypatch.setattr(hubert, "hubert_input", scipy_hubert_input)
+    before = run()
+    for a, b in zip(now, before, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
