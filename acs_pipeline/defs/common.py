@@ -1,10 +1,17 @@
 """What every stage's wiring shares: storage paths, automation conditions, the I/O retry
 policy and table metadata."""
 
+import functools
+import inspect
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
 import dagster as dg
 import polars as pl
 
 from acs_pipeline.io import frames
+from acs_pipeline.io.objects import TransientStorageError
 
 # Storage paths (under the storage root) that more than one stage reads.
 MANIFEST = "tables/manifest.parquet"
@@ -12,7 +19,49 @@ HOLDOUT_MANIFEST = "tables/holdout_manifest.parquet"
 COHORT = "tables/cohort.parquet"
 HOLDOUT_PREFIX = "tensors/holdout"
 
+# Dagster retries a step for ANY exception under a RetryPolicy: steps with RETRY_IO also take
+# @transient_only, which turns every other failure into dg.Failure(allow_retries=False).
 RETRY_IO = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)
+# What a later attempt may get past: the store's faults that outlasted the client's retries.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (
+    TransientStorageError, ConnectionError, TimeoutError)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@contextmanager
+def _permanent_failures_not_retried() -> Iterator[None]:
+    try:
+        yield
+    except (dg.Failure, dg.RetryRequested, dg.DagsterError):
+        raise
+    except TRANSIENT_ERRORS:
+        raise  # RETRY_IO retries the step
+    except Exception as exc:  # an access fault, bad data, a bug: another attempt cannot help
+        raise dg.Failure(description=f"{type(exc).__name__}: {exc} (not retried: a permanent "
+                         "error)", allow_retries=False) from exc
+
+
+def transient_only(fn: F) -> F:
+    """Make a step's RETRY_IO retry only transient faults: a storage fault that outlasted the
+    client's retries (``TransientStorageError``), a connection error or a timeout. Any other
+    exception (an access fault such as 403 or an expired token, a missing table, a bug) fails
+    the step at once as ``dg.Failure(allow_retries=False)`` with the error's message.
+
+    Put it under ``@dg.asset``/``@dg.op``; works for plain and generator functions.
+    """
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def steps(*args, **kwargs):
+            with _permanent_failures_not_retried():
+                return (yield from fn(*args, **kwargs))
+        return steps  # type: ignore[return-value]
+
+    @functools.wraps(fn)
+    def step(*args, **kwargs):
+        with _permanent_failures_not_retried():
+            return fn(*args, **kwargs)
+    return step  # type: ignore[return-value]
 
 # Declarative automation (evaluated only while the `acs_automation` sensor is on): derived data
 # refreshes as soon as its inputs change; training only when an input's content (data version)

@@ -4,7 +4,13 @@ import hashlib
 
 import dagster as dg
 
-from acs_pipeline.defs.common import HOLDOUT_MANIFEST, MANIFEST, RETRY_IO, table_metadata
+from acs_pipeline.defs.common import (
+    HOLDOUT_MANIFEST,
+    MANIFEST,
+    RETRY_IO,
+    table_metadata,
+    transient_only,
+)
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
 from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.io import frames
@@ -32,6 +38,7 @@ def _manifest_asset(context, source: Storage, storage: Storage, rel: str) -> dg.
 
 @dg.asset(group_name="raw", kinds={"parquet"}, code_version="1", retry_policy=RETRY_IO,
           description="Every raw npz waveform file with its size, ETag and SHA-256.")
+@transient_only
 def ecg_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
                  storage: StorageResource) -> dg.MaterializeResult:
     return _manifest_asset(context, raw.source(), storage.get(), MANIFEST)
@@ -39,6 +46,7 @@ def ecg_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
 
 @dg.asset(group_name="raw", kinds={"parquet"}, code_version="1", retry_policy=RETRY_IO,
           description="The unlabelled holdout waveform files with size, ETag and SHA-256.")
+@transient_only
 def holdout_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
                      storage: StorageResource) -> dg.MaterializeResult:
     source = raw.holdout()

@@ -7,7 +7,14 @@ from dataclasses import asdict
 import dagster as dg
 import polars as pl
 
-from acs_pipeline.defs.common import EAGER, HOLDOUT_MANIFEST, HOLDOUT_PREFIX, MANIFEST, RETRY_IO
+from acs_pipeline.defs.common import (
+    EAGER,
+    HOLDOUT_MANIFEST,
+    HOLDOUT_PREFIX,
+    MANIFEST,
+    RETRY_IO,
+    transient_only,
+)
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
 from acs_pipeline.ingest.read import iter_view, view_rows
 from acs_pipeline.ingest.stats import combine_stats, tensor_stats
@@ -63,6 +70,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 
     @dg.op(name=f"{name}_plan", ins={"manifest": dg.In(dg.Nothing)},
            out=dg.DynamicOut(list, io_manager_key="step_values"), retry_policy=RETRY_IO)
+    @transient_only
     def plan(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource):
         _, st, manifest = inputs(raw, storage)
         state = survey(st, manifest, raw)
@@ -74,6 +82,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 
     @dg.op(name=f"{name}_update", out=dg.Out(dict, io_manager_key="step_values"),
            retry_policy=RETRY_IO)
+    @transient_only
     def update(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
                shards: list) -> dict:
         t0 = time.perf_counter()
@@ -86,6 +95,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
         return {**asdict(counts), "seconds": seconds}
 
     @dg.op(name=f"{name}_index", out=dg.Out(dg.Nothing), retry_policy=RETRY_IO)
+    @transient_only
     def index(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
               steps: list):
         _, st, manifest = inputs(raw, storage)
