@@ -8,6 +8,7 @@
 - ``baseline_seconds``: the same bootstrap written the usual way, a Python loop over replicates
   calling ``sklearn.metrics.roc_auc_score`` once per replicate; ``ratio`` =
   baseline_seconds / bootstrap_seconds.
+- ``table_keys_unique``: every benchmark-table row has its own (model, metric, kind).
 - ``ci_max_abs_diff``: the largest difference between the loop's and the vectorised percentile
   CI endpoints (different random draws, so small but not zero).
 
@@ -29,7 +30,7 @@ from sklearn.metrics import roc_auc_score
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from acs_pipeline.evaluation.evaluate import evaluate  # noqa: E402
+from acs_pipeline.evaluation.evaluate import TABLE_KEY, evaluate  # noqa: E402
 from acs_pipeline.evaluation.ranking import bootstrap_auroc_ci  # noqa: E402
 from acs_pipeline.evaluation.report import render_html  # noqa: E402
 from acs_pipeline_tests.evaluation.fixtures import synthetic_evaluation_input  # noqa: E402
@@ -108,6 +109,7 @@ def main() -> None:
                 "seconds_with_html": round(seconds_html, 4),
                 "html_bytes": html_bytes,
                 "table_rows": result.table.height,
+                "table_keys_unique": not result.table.select(TABLE_KEY).is_duplicated().any(),
                 "bootstrap_seconds": round(bootstrap_seconds, 4),
                 "baseline_seconds": round(baseline_seconds, 4),
                 "ratio": round(baseline_seconds / bootstrap_seconds, 1),

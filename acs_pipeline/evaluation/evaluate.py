@@ -21,6 +21,7 @@ from acs_pipeline.evaluation.inputs import (
     EvaluationInput,
     EvaluationInputError,
     Prepared,
+    is_smoke,
     prepare,
 )
 from acs_pipeline.evaluation.paper import PAPER_ROWS, PAPER_SOURCE
@@ -29,15 +30,17 @@ from acs_pipeline.evaluation.ranking import (
     bootstrap_auroc_ci,
     delong_ci,
     delong_paired,
+    holm,
     threshold_metrics,
     topk_metrics,
     youden_threshold,
 )
-from acs_pipeline.evaluation.subgroups import subgroup_auroc
+from acs_pipeline.evaluation.subgroups import MIN_PER_CLASS, subgroup_auroc
 from acs_pipeline.evaluation.text import markdown
 
 TABLE_SCHEMA = {
     "model": pl.String,
+    "kind": pl.String,
     "metric": pl.String,
     "value": pl.Float64,
     "ci_low": pl.Float64,
@@ -45,13 +48,16 @@ TABLE_SCHEMA = {
     "n": pl.Int64,
     "source": pl.String,
 }
+TABLE_KEY = ("model", "metric", "kind")  # unique per row
+TABLE_KINDS = ("model", "baseline", "flag", "reference", "oracle")
 
 
 @dataclass
 class EvaluationResult:
-    """``table``: long form (model, metric, value, ci_low, ci_high, n, source) incl. the paper's
-    rows; ``markdown``: the summary; ``summary``: JSON-serialisable headline numbers;
-    ``details``: per-predictor dictionaries (arrays included) for the report."""
+    """``table``: long form (model, kind, metric, value, ci_low, ci_high, n, source) incl. the
+    paper's rows (kind ``reference``), one row per ``TABLE_KEY``; ``markdown``: the summary;
+    ``summary``: JSON-serialisable headline numbers; ``details``: per-predictor dictionaries
+    (arrays included) for the report."""
 
     table: pl.DataFrame
     markdown: str
@@ -60,13 +66,24 @@ class EvaluationResult:
 
 
 def paper_reference_table() -> pl.DataFrame:
-    """The published figures as long-form rows with ``source = PAPER_SOURCE``."""
+    """The published figures as long-form rows (kind ``reference``, source ``PAPER_SOURCE``)."""
     rows = [
-        {"model": a, "metric": b, "value": v, "ci_low": lo, "ci_high": hi, "n": n}
+        {"model": a, "kind": "reference", "metric": b, "value": v, "ci_low": lo, "ci_high": hi,
+         "n": n, "source": PAPER_SOURCE}
         for a, b, v, lo, hi, n in PAPER_ROWS
     ]
-    df = pl.DataFrame(rows, schema={k: v for k, v in TABLE_SCHEMA.items() if k != "source"})
-    return df.with_columns(source=pl.lit(PAPER_SOURCE))
+    return pl.DataFrame(rows, schema=TABLE_SCHEMA)
+
+
+def check_table_key(table: pl.DataFrame) -> None:
+    """Raise ``EvaluationInputError`` when a ``TABLE_KEY`` occurs twice or a kind is unknown."""
+    kinds = set(table["kind"].unique().to_list()) - set(TABLE_KINDS)
+    if kinds:
+        raise EvaluationInputError(f"benchmark table: unknown kinds {sorted(kinds)}")
+    dup = table.filter(table.select(TABLE_KEY).is_duplicated())
+    if dup.height:
+        keys = [" / ".join(r) for r in dup.select(TABLE_KEY).unique().rows()]
+        raise EvaluationInputError(f"benchmark table: {len(keys)} duplicated keys: {keys[:5]}")
 
 
 # --------------------------------------------------------------------------- evaluation
@@ -84,6 +101,12 @@ def _wilson(successes: int, total: int, alpha: float = 0.05) -> tuple[float, flo
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def too_few(y: np.ndarray) -> bool:
+    """Fewer than ``MIN_PER_CLASS`` positives or negatives: no AUROC interval is shown."""
+    m = int(y.sum())
+    return min(m, y.size - m) < MIN_PER_CLASS
+
+
 def _is_probability(s: np.ndarray) -> bool:
     return bool(s.min() >= 0.0 and s.max() <= 1.0)
 
@@ -98,7 +121,11 @@ def _score_details(
 ) -> dict[str, Any]:
     auc, lo, hi = delong_ci(y, s)
     d: dict[str, Any] = {"auroc": auc, "ci": (lo, hi), "auprc": auprc(y, s)}
-    d["bootstrap_ci"] = bootstrap_auroc_ci(y, s, n_boot=n_boot, seed=seed)
+    d["too_few"] = too_few(y)
+    if d["too_few"]:  # no interval rather than a degenerate one
+        d["ci"] = d["bootstrap_ci"] = (math.nan, math.nan)
+    else:
+        d["bootstrap_ci"] = bootstrap_auroc_ci(y, s, n_boot=n_boot, seed=seed)
     top = topk_metrics(y, s)
     d["topk"] = top
     d["topk_ci"] = _wilson(int(top["tp"]), int(top["k"]))
@@ -157,6 +184,7 @@ def _rows(
         rows.append(
             {
                 "model": model,
+                "kind": prep.kinds[model],
                 "metric": metric,
                 "value": None if val is None else float(val),
                 "ci_low": None if lo is None or math.isnan(lo) else float(lo),
@@ -181,6 +209,7 @@ def _rows(
         if "calibration" in d:
             c = d["calibration"]
             add(name, "brier", c["brier"])
+            add(name, "brier_skill", c["brier_skill"])
             add(name, "calibration_slope", c["slope"])
             add(name, "calibration_intercept", c["intercept"])
             add(name, "calibration_in_the_large", c["citl"])
@@ -188,6 +217,8 @@ def _rows(
             cc = d["classical"]
             add(name, "share_flagged_no_classical", cc["share_flagged_no_classical"], count=cc["k"])
             add(name, "share_tp_no_classical", cc["share_tp_no_classical"], count=cc["n_tp"])
+            add(name, "share_flagged_no_classical_chance", cc["chance_flagged_no_classical"])
+            add(name, "share_tp_no_classical_chance", cc["chance_tp_no_classical"])
         for what, groups in d["subgroups"].items():
             for g in groups:
                 add(
@@ -209,6 +240,7 @@ def _rows(
     for name, pr in paired.items():
         add(name, f"auroc_diff_vs[{best}]", pr["diff"], *pr["diff_ci"])
         add(name, f"delong_p_vs[{best}]", pr["p"])
+        add(name, f"delong_p_holm_vs[{best}]", pr["p_holm"])
     return rows
 
 
@@ -236,11 +268,15 @@ def _summary(
         }
         if "calibration" in d:
             entry["brier"] = d["calibration"]["brier"]
+            entry["brier_skill"] = d["calibration"]["brier_skill"]
         if "classical" in d:
-            entry["share_flagged_no_classical"] = d["classical"]["share_flagged_no_classical"]
-            entry["share_tp_no_classical"] = d["classical"]["share_tp_no_classical"]
+            cc = d["classical"]
+            for key in ("share_flagged_no_classical", "share_tp_no_classical"):
+                entry[key] = cc[key]
+                entry[f"{key}_chance"] = cc[key.replace("share", "chance")]
         if name in paired:
             entry["delong_p_vs_best"] = paired[name]["p"]
+            entry["delong_p_holm_vs_best"] = paired[name]["p_holm"]
         models[name] = entry
     flags = {
         name: {
@@ -253,6 +289,8 @@ def _summary(
     }
     return {
         "title": inp.title,
+        "profile": inp.profile,
+        "smoke": is_smoke(inp),
         "data_version": inp.data_version,
         "n": int(y.size),
         "positives": int(y.sum()),
@@ -282,9 +320,12 @@ def evaluate(inp: EvaluationInput, n_boot: int = 2000, seed: int = 0) -> Evaluat
             continue
         z, p, diff, ci = delong_paired(y, s, prep.scores[best])
         paired[name] = {"z": z, "p": p, "diff": diff, "diff_ci": ci}
+    # the best model is picked after the fact: its tests against all others are one family
+    for name, p_holm in zip(paired, holm([pr["p"] for pr in paired.values()]), strict=True):
+        paired[name]["p_holm"] = float(p_holm)
     rows = _rows(prep, details, flag_details, paired, best, inp.data_version)
-    ours = pl.DataFrame(rows, schema=TABLE_SCHEMA)
-    table = pl.concat([ours, paper_reference_table().select(list(TABLE_SCHEMA))])
+    table = pl.concat([pl.DataFrame(rows, schema=TABLE_SCHEMA), paper_reference_table()])
+    check_table_key(table)
     summary = _summary(inp, prep, details, flag_details, paired, best)
     all_details = {
         "scores": details,

@@ -19,6 +19,9 @@ from acs_pipeline.evaluation.flags import ANY_FLAG, flag_label
 from acs_pipeline.evaluation.inputs import Prepared, display_order
 
 _MARKERS = "osD^vP*X"  # one per classical flag in the ROC and PR panels
+# decision-curve references: black, unlike every predictor, and unlike each other
+TREAT_ALL = {"color": "black", "ls": "-.", "lw": 1.8, "zorder": 3}
+TREAT_NONE = {"color": "black", "ls": (0, (1, 1.5)), "lw": 2.2, "zorder": 3}
 
 
 def figures(prep: Prepared, det: dict[str, Any]) -> dict[str, str]:
@@ -174,8 +177,15 @@ def _decision(prep: Prepared, det: dict[str, Any], names: list[str], styles: dic
     fig, ax = _figure(6.2, 5.0)
     for name in names:
         ax.plot(thr, det["scores"][name]["net_benefit"], label=name, **styles[name])
-    ax.plot(thr, net_benefit_treat_all(y, thr), color="0.45", lw=1.2, label="treat all")
-    ax.axhline(0, color="0.2", lw=1, label="treat none")
+    # the references in black (predictors are coloured), each with its own dash pattern and a
+    # label on the line itself
+    ax.plot(thr, net_benefit_treat_all(y, thr), label="treat all", **TREAT_ALL)
+    ax.axhline(0, label="treat none", **TREAT_NONE)
+    # treating all crosses 0 at t = prevalence: label it just below, right of the crossing
+    ax.annotate("treat all", (float(y.mean()), 0), xytext=(5, -14), textcoords="offset points",
+                fontsize=8, weight="bold")
+    ax.annotate("treat none", (thr.max(), 0), xytext=(-4, -11), textcoords="offset points",
+                ha="right", fontsize=8, weight="bold")
     ax.set(
         xlabel="threshold probability",
         ylabel="net benefit",

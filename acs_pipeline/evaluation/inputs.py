@@ -48,7 +48,9 @@ class EvaluationInput:
 
     ``y`` are the ACS labels; ``flags`` the classical machine-read flags (column name -> 0/1);
     ``sex``, ``race`` (labels; None/NaN = missing) and ``age`` (years; NaN = missing) feed the
-    subgroup AUROCs. ``age_edges`` are the band boundaries (``[a, b)`` bands).
+    subgroup AUROCs. ``age_edges`` are the band boundaries (``[a, b)`` bands). ``profile`` is
+    the training profile that produced the models (``"smoke"`` marks the report as a smoke test;
+    None when unknown).
     """
 
     ecg_ids: Sequence[str]
@@ -60,6 +62,7 @@ class EvaluationInput:
     age: np.ndarray | None = None
     data_version: str = "unknown"
     title: str = "ACS-BenchWork evaluation"
+    profile: str | None = None
     age_edges: tuple[float, ...] = (45.0, 55.0, 65.0, 75.0)
     decision_thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.02, 0.81, 0.01), 2))
 
@@ -244,6 +247,11 @@ def prepare(inp: EvaluationInput) -> Prepared:
     if bands is not None:
         order["age"] = _age_labels(inp.age_edges)
     return Prepared(ids, y, scores, kinds, lineage, flags, groups, order)
+
+
+def is_smoke(inp: EvaluationInput) -> bool:
+    """Whether the scored models come from the smoke profile (a pipeline test, not a result)."""
+    return inp.profile == "smoke"
 
 
 def display_order(prep: Prepared, details: dict[str, Any]) -> list[str]:

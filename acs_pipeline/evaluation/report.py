@@ -12,9 +12,19 @@ from markupsafe import escape
 
 from acs_pipeline.evaluation.evaluate import EvaluationResult
 from acs_pipeline.evaluation.figures import figures
-from acs_pipeline.evaluation.inputs import EvaluationInput, EvaluationInputError, prepare
-from acs_pipeline.evaluation.paper import PAPER_SOURCE
-from acs_pipeline.evaluation.text import headline, table_rows
+from acs_pipeline.evaluation.inputs import (
+    EvaluationInput,
+    EvaluationInputError,
+    is_smoke,
+    prepare,
+)
+from acs_pipeline.evaluation.text import (
+    MIN_CASES_NOTE,
+    SMOKE_BANNER,
+    headline,
+    report_title,
+    table_rows,
+)
 
 
 def render_html(inp: EvaluationInput, result: EvaluationResult) -> str:
@@ -32,13 +42,14 @@ def render_html(inp: EvaluationInput, result: EvaluationResult) -> str:
     template = env.get_template("report.html.j2")
     text = str(escape(headline(prep, det)))
     return template.render(
-        title=inp.title,
+        title=report_title(inp),
+        smoke_banner=SMOKE_BANNER if is_smoke(inp) else None,
+        min_cases_note=MIN_CASES_NOTE,
         data_version=inp.data_version,
         summary=result.summary,
         headline=re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text),
         t=table_rows(prep, det),
         figures=figures(prep, det),
         best=det["best"],
-        paper_source=PAPER_SOURCE,
         n_boot_note="stratified bootstrap, percentile interval",
     )

@@ -102,12 +102,13 @@ def synthetic_evaluation_input(
 
 
 def table_row(table: pl.DataFrame, model: str, metric: str, source_is_paper: bool = False) -> dict:
-    """The one row of the benchmark table for ``model`` and ``metric`` (ours, or the paper's)."""
-    paper = pl.col("source") == PAPER_SOURCE
+    """The one row of the benchmark table for ``model`` and ``metric`` (ours, or the paper's:
+    kind ``reference``, source ``PAPER_SOURCE``)."""
+    paper = (pl.col("kind") == "reference") & (pl.col("source") == PAPER_SOURCE)
     rows = table.filter(
         (pl.col("model") == model)
         & (pl.col("metric") == metric)
-        & (paper if source_is_paper else ~paper)
+        & (paper if source_is_paper else pl.col("kind") != "reference")
     )
     assert rows.height == 1, (model, metric, rows)
     return rows.row(0, named=True)

@@ -79,7 +79,7 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
         flags={f: ev[f].cast(pl.Int8).to_numpy() for f in CLASSICAL_FLAGS},
         sex=ev["sex"].to_numpy(), race=ev["race"].to_numpy(),
         age=ev["age"].cast(pl.Float64).to_numpy(), data_version=f"cohort {version}",
-        title=f"ACS-BenchWork evaluation ({settings.profile} profile)")
+        title=f"ACS-BenchWork evaluation ({settings.profile} profile)", profile=settings.profile)
     extra = {"validation_ecgs": len(val), "evaluated_ecgs": len(ev),
              "unscored_ecgs": len(unscored),
              "unscored_examples": unscored["ecg_id"].head(10).to_list(),
@@ -91,15 +91,17 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("evaluation_report", group_name="evaluation", kinds={"html"},
-                     code_version="1", automation_condition=EAGER,
+                     code_version="2", automation_condition=EAGER,
                      deps=["cohort", *[[m, "validation_predictions"] for m in MODELS],
                            [BASELINE, "validation_predictions"]],
-                     description="Self-contained HTML report: the paper-style table, ROC, PR, "
-                                 "calibration, decision curves, subgroups, lineage."),
+                     description="Self-contained HTML report: the models' table (a smoke run "
+                                 "marked as such), ROC, PR, calibration, decision curves, "
+                                 "subgroups, the paper's figures apart, lineage."),
         dg.AssetSpec("benchmark_table", group_name="evaluation", kinds={"parquet", "csv"},
-                     code_version="1", automation_condition=EAGER, deps=["evaluation_report"],
-                     description="One row per model and metric (with the paper's reference "
-                                 "rows), for comparing runs."),
+                     code_version="2", automation_condition=EAGER, deps=["evaluation_report"],
+                     description="One row per (model, metric, kind), kind one of model / "
+                                 "baseline / flag / oracle / reference (the paper's figures), "
+                                 "for comparing runs."),
     ],
 )
 def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResource,
