@@ -53,7 +53,7 @@ def naive_3by4(npz_path: Path, out_dir: Path, mode: str = "scipy") -> int:
     """The original recipe, per file: load, per-lead mode, NaN->0, sum, filtfilt, float64 .npy.
 
     ``mode="scipy"``: the original's ``scipy.stats.mode(x)[0][0]`` with ``keepdims=True``, the
-    one change that makes that call work on SciPy >= 1.11 (DATA-CONTRACT section 3);
+    one change that makes that call work on SciPy >= 1.11 (docs/data-contract.md §3);
     ``mode="unique"``: a faster hand-written mode (``np.unique`` counts), for reference.
     """
     with np.load(npz_path) as z:

@@ -2,7 +2,7 @@
 
 A waveform file holds one float array of shape (15, 5000): rows 0-11 are the twelve short leads
 (each valid only in the 2.5-s window the printed 3x4 page shows, NaN elsewhere), rows 12-14 the
-10-s rhythm strips V1, II, V5 (DATA-CONTRACT sections 1 and 3).
+10-s rhythm strips V1, II, V5 (docs/data-contract.md §1 and 3).
 """
 
 from __future__ import annotations

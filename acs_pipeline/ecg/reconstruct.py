@@ -1,6 +1,6 @@
 """R-peak detection and the 10-s 12-lead reconstruction from the printed 3x4 layout.
 
-The reconstruction (DATA-CONTRACT section 3) puts, for every short lead, its Hann-tapered median
+The reconstruction (docs/data-contract.md §3) puts, for every short lead, its Hann-tapered median
 beat at every R-peak of the long lead II, then overwrites V1, II and V5 with the real strips.
 """
 

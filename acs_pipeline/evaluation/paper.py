@@ -1,4 +1,4 @@
-"""The paper's published figures (Schubert & Obermeyer; DATA-CONTRACT section 5) and the
+"""The paper's published figures (Schubert & Obermeyer; docs/data-contract.md §5) and the
 mapping of our predictor names onto the paper's, for the reference rows of the benchmark table.
 """
 

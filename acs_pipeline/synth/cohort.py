@@ -1,6 +1,6 @@
 """Synthetic ``ed-bwh-ecg`` cohort: heart-dipole 12-lead ECGs with a planted ACS signal.
 
-The cohort is laid out exactly like the Nightingale dataset (DATA-CONTRACT sections 1, 2 and 7)::
+The cohort is laid out exactly like the Nightingale dataset (docs/data-contract.md §1, 2 and 7)::
 
     out_dir/ed-bwh-ecg/v1/{patient,ecg-metadata,ecg-ed-enc,ed-encounter,ecg-npy-index}.csv
     out_dir/ed-bwh-ecg/v1/ecg-waveform.npy                   (N, 3, 1000) legacy 100 Hz strips

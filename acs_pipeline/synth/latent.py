@@ -4,7 +4,7 @@ Every ED visit has a latent ischaemia score ``z`` (correlated within a patient; 
 cath-tested visits). The oracle ACS risk is ``sigmoid(a + b z)``; a tested visit's ACS label is
 drawn from it, untested visits have ACS 0 (no cath, no stent). MACE rises with ``z`` (and a
 frailty latent), and ACS implies MACE 90 % of the time. `calibrate` solves the intercepts so
-that the rates match DATA-CONTRACT section 2. Above a threshold, ``z`` shows on the waveform
+that the rates match docs/data-contract.md §2. Above a threshold, ``z`` shows on the waveform
 as an injury current toward a coronary territory (`visit_ischemia`): a terminal QRS notch plus
 an ST shift, a hyperacute T or a T inversion, mostly below the 0.1 mV that the machine reader
 flags. Non-ischaemic ST-T changes (early repolarisation, LVH strain, bundle-branch block, and
@@ -71,7 +71,7 @@ class Calibration:
 
 
 def calibrate() -> Calibration:
-    """Intercepts that give the contract's rates (DATA-CONTRACT section 2) in expectation."""
+    """Intercepts that give the contract's rates (docs/data-contract.md §2) in expectation."""
     mt = Z_MEAN["tested"]
     a = brentq(
         lambda a: _normal_mean(lambda z: expit(a + RISK_SLOPE * z), mt) - ACS_RATE_TESTED, -30, 30

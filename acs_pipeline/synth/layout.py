@@ -1,4 +1,4 @@
-"""File layout and column names of the synthetic ``ed-bwh-ecg`` cohort (DATA-CONTRACT 1, 2, 7)."""
+"""File layout and column names of the synthetic ``ed-bwh-ecg`` cohort (data contract §1, 2, 7)."""
 
 from __future__ import annotations
 

@@ -277,7 +277,7 @@ def test_decode_compressed_bit_flip_is_corrupt_with_libdeflate():
 
 
 def _reference_3by4(raw: np.ndarray) -> np.ndarray:
-    """DATA-CONTRACT section 3 written out per lead, unfiltered (float64)."""
+    """docs/data-contract.md §3 written out per lead, unfiltered (float64)."""
     short = raw[:12].astype(np.float64)
     for j in range(12):
         valid = short[j][np.isfinite(short[j])]
