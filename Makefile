@@ -9,6 +9,9 @@ DEMO_SEED ?= 7
 # More cath-tested visits than the real 5 %, so the demo's ACS validation split is not tiny.
 DEMO_TESTED_FRACTION ?= 0.25
 
+# The demo marks itself by exporting its paths here, explicitly: the code has no default for the
+# required ACS_RAW_URI and ACS_STORAGE_URI (a step that needs an unset one fails naming it), so
+# only `make demo`, `make dev` and `make test` (and what they run) use the demo cohort.
 export ACS_RAW_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/v1
 export ACS_HOLDOUT_URI ?= $(abspath $(DEMO))/data/ed-bwh-ecg/holdout
 export ACS_TRUTH_URI ?= $(abspath $(DEMO))/data/synthetic-truth.csv

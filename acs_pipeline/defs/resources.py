@@ -2,29 +2,56 @@
 
 This is the one place that reads the environment (``ACS_*``, ``AWS_ENDPOINT_URL``); everything
 downstream receives plain values from these resources.
+
+``ACS_STORAGE_URI`` and ``ACS_RAW_URI`` are required and have no default: the definitions load
+without them (to list or inspect them), but a step that needs one fails when its resource is
+initialized, naming the variable. ``make demo``, ``make dev`` and ``make test`` export the demo
+cohort's paths explicitly; nothing else falls back to ``./.demo``. ``ACS_HOLDOUT_URI`` and
+``ACS_TRUTH_URI`` are optional: unset means no holdout and no synthetic truth.
 """
 
 import json
 import os
 from collections.abc import Mapping
-from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
 from acs_pipeline.io.storage import Storage
 
-DEFAULT_DEMO = Path.cwd() / ".demo"
+REQUIRED = {
+    "ACS_STORAGE_URI": "the storage root for tensors, tables, checkpoints and reports",
+    "ACS_RAW_URI": "the raw ed-bwh-ecg/v1 dataset root",
+}
+
+
+class MissingSettingError(ValueError):
+    """A required setting (environment variable) is not set."""
+
+
+def required(value: str | None, variable: str) -> str:
+    """``value``, or an error naming ``variable`` and what it is for."""
+    if not value:
+        raise MissingSettingError(
+            f"{variable} is not set: it must name {REQUIRED[variable]} (a local directory or "
+            f"s3://bucket/prefix). Set {variable} in the environment of the code location and "
+            "of the runs; only `make demo`, `make dev` and `make test` set demo values.")
+    return value
 
 
 class StorageResource(dg.ConfigurableResource):
     """The storage root for tensors, tables, checkpoints, predictions and reports."""
 
-    root: str = Field(description="Local directory or s3://bucket/prefix (ACS_STORAGE_URI).")
+    root: str | None = Field(
+        default=None, description="Local directory or s3://bucket/prefix (ACS_STORAGE_URI, "
+        "required: a step using it fails at start when it is unset).")
     endpoint_url: str | None = Field(default=None, description="S3 endpoint (AWS_ENDPOINT_URL).")
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        required(self.root, "ACS_STORAGE_URI")  # fail at the step's start, not mid-way
+
     def get(self) -> Storage:
-        return Storage(self.root, endpoint_url=self.endpoint_url)
+        return Storage(required(self.root, "ACS_STORAGE_URI"), endpoint_url=self.endpoint_url)
 
 
 class StepValuesIOManager(dg.ConfigurableIOManager):
@@ -48,7 +75,9 @@ class StepValuesIOManager(dg.ConfigurableIOManager):
 class RawDataResource(dg.ConfigurableResource):
     """The raw ``ed-bwh-ecg/v1`` dataset and the unlabelled holdout waveforms."""
 
-    root: str = Field(description="Dataset root, local or s3:// (ACS_RAW_URI).")
+    root: str | None = Field(
+        default=None, description="Dataset root, local or s3:// (ACS_RAW_URI, required: a step "
+        "using it fails at start when it is unset).")
     holdout_root: str | None = Field(
         default=None, description="Holdout waveforms root (ACS_HOLDOUT_URI); none -> no holdout."
     )
@@ -67,11 +96,15 @@ class RawDataResource(dg.ConfigurableResource):
         "(ACS_INGEST_SHARD_DIGITS): 2 = Nightingale's 256 folders, 1 = 16 larger shards."
     )
 
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        required(self.root, "ACS_RAW_URI")
+
     def workers(self) -> int:
         return self.ingest_workers if self.ingest_workers > 0 else (os.cpu_count() or 1)
 
     def source(self) -> Storage:
-        return Storage(self.root, endpoint_url=self.endpoint_url, max_workers=self.max_workers)
+        return Storage(required(self.root, "ACS_RAW_URI"), endpoint_url=self.endpoint_url,
+                       max_workers=self.max_workers)
 
     def holdout(self) -> Storage | None:
         if not self.holdout_root:
@@ -107,6 +140,11 @@ class PipelineSettings(dg.ConfigurableResource):
     torch_threads: int = Field(
         default=0, description="CPU threads per training/prediction step (0: torch's default)."
     )
+    predict_memory_mb: int = Field(
+        default=2048, gt=0,
+        description="Memory for one prediction batch's activations, in MB "
+        "(ACS_PREDICT_MEMORY_MB): batch sizes follow it, per model.",
+    )
     truth_uri: str | None = Field(
         default=None, description="Synthetic truth CSV (oracle risk), local path; optional."
     )
@@ -120,21 +158,16 @@ class PipelineSettings(dg.ConfigurableResource):
 
 
 def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
-    """Build the resources from ``ACS_*`` variables, defaulting to the embedded demo cohort."""
-    demo = Path(env.get("ACS_DEMO_DIR", str(DEFAULT_DEMO)))
+    """Build the resources from ``ACS_*`` variables. Nothing falls back to the demo cohort: an
+    unset required root stays None, and the resource names the variable when a step uses it."""
     endpoint = env.get("AWS_ENDPOINT_URL") or None
-    storage = StorageResource(
-        root=env.get("ACS_STORAGE_URI", str(demo / "storage")), endpoint_url=endpoint
-    )
+    storage = StorageResource(root=env.get("ACS_STORAGE_URI") or None, endpoint_url=endpoint)
     return {
         "storage": storage,
         "step_values": StepValuesIOManager(storage=storage),
         "raw": RawDataResource(
-            root=env.get("ACS_RAW_URI", str(demo / "data" / "ed-bwh-ecg" / "v1")),
-            holdout_root=env.get(
-                "ACS_HOLDOUT_URI", str(demo / "data" / "ed-bwh-ecg" / "holdout")
-            )
-            or None,
+            root=env.get("ACS_RAW_URI") or None,
+            holdout_root=env.get("ACS_HOLDOUT_URI") or None,
             endpoint_url=endpoint,
             max_workers=int(env.get("ACS_MAX_WORKERS", "8")),
             ingest_workers=int(env.get("ACS_INGEST_WORKERS", "0")),
@@ -153,7 +186,8 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             or None,
             experiment_name=env.get("ACS_EXPERIMENT", "acs-pipeline"),
             torch_threads=int(env.get("ACS_TORCH_THREADS", "0")),
-            truth_uri=env.get("ACS_TRUTH_URI", str(demo / "data" / "synthetic-truth.csv")),
+            predict_memory_mb=int(env.get("ACS_PREDICT_MEMORY_MB", "2048")),
+            truth_uri=env.get("ACS_TRUTH_URI") or None,
             id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
             prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
             released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
