@@ -7,6 +7,7 @@ import dagster as dg
 
 from acs_pipeline.defs.resources import RawDataResource
 from acs_pipeline.ingest.manifest import NPZ_DIR
+from acs_pipeline.io.objects import TransientStorageError
 
 DATA_GROUPS = ("raw", "cohort", "tensors")
 # Runs that train: one at a time on the GPU (docker/dagster.yaml limits runs tagged
@@ -47,11 +48,16 @@ def shard_digests(objects) -> dict[str, str]:
 @dg.sensor(job=ingest_job, minimum_interval_seconds=300,
            default_status=dg.DefaultSensorStatus.STOPPED,
            description="Launches `ingest` when raw waveform files are added, changed or removed. "
-                       "The cursor holds one digest per shard folder and a generation counter.")
+                       "The cursor holds one digest per shard folder and a generation counter. "
+                       "A listing that fails transiently skips the tick; an access fault or a "
+                       "missing root fails it.")
 def raw_data_sensor(context: dg.SensorEvaluationContext, raw: RawDataResource):
     source = raw.source()
-    source.check()  # a missing root or bucket is an error, not an empty listing
-    current = shard_digests(source.list_objects(NPZ_DIR + "/", suffix=".npz"))
+    try:
+        source.check()  # a missing root or bucket is an error, not an empty listing
+        current = shard_digests(source.list_objects(NPZ_DIR + "/", suffix=".npz"))
+    except TransientStorageError as exc:  # the next tick lists again; the cursor stays
+        return dg.SkipReason(f"listing the raw root failed transiently, next tick retries: {exc}")
     state = json.loads(context.cursor) if context.cursor else {"generation": 0, "shards": {}}
     previous = state["shards"]
     changed = sorted(s for s in set(current) | set(previous)

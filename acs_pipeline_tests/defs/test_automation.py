@@ -17,7 +17,7 @@ from acs_pipeline.defs.automation import DATA_GROUPS, raw_data_sensor, shard_dig
 from acs_pipeline.defs.models.assets import MODELS
 from acs_pipeline.defs.resources import RawDataResource
 from acs_pipeline.ingest.manifest import NPZ_DIR
-from acs_pipeline.io.objects import StorageError, StoredObject
+from acs_pipeline.io.objects import StorageAccessError, StorageError, StoredObject
 from acs_pipeline_tests.s3_fixtures import s3_client
 
 INGEST_ASSETS = {
@@ -298,3 +298,22 @@ def test_shard_digests_depend_on_key_and_etag_per_shard():
     assert etag["a1"] != base["a1"] and etag["b2"] == base["b2"]
     renamed = shard_digests([StoredObject(A1.replace("e5.", "e6."), 10, "e1"), *objs[1:]])
     assert renamed["a1"] != base["a1"] and renamed["b2"] == base["b2"]
+
+
+def test_sensor_skips_a_transient_listing_fault_and_fails_on_access(s3_server, s3_bucket,
+                                                                     faulty_s3):
+    tree = S3Tree(s3_server, s3_bucket)
+    tree.put(A1, b"1")
+    resource = RawDataResource(root=f"s3://{s3_bucket}/{tree.prefix}",
+                               endpoint_url=faulty_s3.endpoint)
+    faulty_s3.inject("error500", f"/{s3_bucket}?list-type=2", times=100)
+    skip, cursor = tick(resource, None)
+    assert isinstance(skip, dg.SkipReason) and cursor is None
+    assert "failed transiently" in skip.skip_message and "InternalError" in skip.skip_message
+    faulty_s3.clear()
+    faulty_s3.inject("denied", f"/{s3_bucket}?list-type=2", times=100)
+    with pytest.raises(StorageAccessError, match=f"bucket '{s3_bucket}'"):
+        tick(resource, None)
+    faulty_s3.clear()
+    request, cursor = tick(resource, None)
+    assert isinstance(request, dg.RunRequest) and changed(request)[0] == ["a1"]
