@@ -1,4 +1,5 @@
-"""Numeric checks on tensors and on the accounting of records (no Dagster here)."""
+"""Numeric checks on tensors: one ECG's amplitude at ingest, a view's values, and whether a
+view's rejections are systemic (no Dagster here)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
-MAX_ABS_MV = 20.0  # beyond this an ECG sample is not physiological (after band-pass)
+# Physiological range of one ECG after its view's processing (docs/data-contract.md §1: samples
+# are millivolts). A QRS complex reaches 0.5-3 mV; the synthetic demo cohort's per-ECG peaks
+# |x| lie in 0.5-3.8 mV. Beyond MAX_ABS_MV a sample is not physiological (microvolts stored as
+# millivolts give hundreds); a peak under MIN_PEAK_MV shows no QRS in any lead (volts, or blank).
+MAX_ABS_MV = 20.0
+MIN_PEAK_MV = 0.05
+# A view's rejections are systemic when one reason takes more than this share of a shard's
+# listed files, and at least SYSTEMIC_MIN of them (a single bad file in a tiny shard is not).
+SYSTEMIC_FRACTION = 0.01
+SYSTEMIC_MIN = 5
 
 
 @dataclass(frozen=True)
@@ -66,3 +77,55 @@ def tensor_stats(x: np.ndarray, batch: int = 1024) -> TensorStats:
             max_abs = max(max_abs, float(amp.max()))
     n, c, length = x.shape
     return TensorStats(n, c, length, non_finite, flat, out, max_abs)
+
+
+def amplitude_problems(x: np.ndarray, raw: list[np.ndarray] | None = None
+                       ) -> list[tuple[str, str] | None]:
+    """Per ECG of an (N, C, L) view batch (float, mV): ``(reason, detail)`` for one outside the
+    physiological range (``amplitude``) or with a non-finite sample (``non_finite``), else None.
+
+    ``raw`` (the N decoded (15, 5000) inputs) adds the file's own range to the detail.
+    """
+    finite = np.isfinite(x).all(axis=(1, 2)) if x.size else np.ones(len(x), dtype=bool)
+    peak = np.abs(np.where(np.isfinite(x), x, 0.0)).max(axis=(1, 2)) if x.size \
+        else np.zeros(len(x))
+    out: list[tuple[str, str] | None] = []
+    for i in range(len(x)):
+        if not finite[i]:
+            n = int((~np.isfinite(x[i])).sum())
+            out.append(("non_finite", f"{n} non-finite samples after processing"))
+        elif peak[i] > MAX_ABS_MV or peak[i] < MIN_PEAK_MV:
+            lo, hi = float(x[i].min()), float(x[i].max())
+            detail = (f"values span [{lo:.4g}, {hi:.4g}] mV after processing (peak |x| "
+                      f"{peak[i]:.4g} mV); expected a peak in [{MIN_PEAK_MV:g}, {MAX_ABS_MV:g}] "
+                      "mV: microvolts or volts stored as millivolts?")
+            if raw is not None:
+                r = raw[i]
+                detail += f"; the file's values span [{np.nanmin(r):.4g}, {np.nanmax(r):.4g}]"
+            out.append(("amplitude", detail))
+        else:
+            out.append(None)
+    return out
+
+
+def systemic_rejections(rejects: pl.DataFrame, manifest: pl.DataFrame) -> pl.DataFrame:
+    """The (shard, reason) pairs whose rejections are systemic: more than
+    :data:`SYSTEMIC_FRACTION` of the shard's listed files and at least :data:`SYSTEMIC_MIN`.
+
+    ``rejects`` has ``key`` and ``reason`` (a view's rejections); ``manifest`` has ``key`` and
+    ``shard`` (every listed file; files outside the shard folders count as shard ``_``).
+    Returns ``shard, reason, rejected, listed``, largest share first.
+    """
+    shards = manifest.select("key", shard=pl.col("shard").fill_null("_"))
+    listed = shards.group_by("shard").agg(listed=pl.len())
+    return (
+        rejects.select("key", "reason").join(shards, on="key", how="left")
+        .with_columns(pl.col("shard").fill_null("_"))
+        .group_by("shard", "reason").agg(rejected=pl.len())
+        .join(listed, on="shard", how="left")
+        .filter((pl.col("rejected") >= SYSTEMIC_MIN)
+                & (pl.col("rejected") > SYSTEMIC_FRACTION * pl.col("listed").fill_null(0)))
+        .sort(pl.col("rejected") / pl.col("listed"), "shard", "reason", descending=[True, False,
+                                                                                  False])
+        .select("shard", "reason", "rejected", "listed")
+    )

@@ -1,4 +1,9 @@
-"""Raw npz bytes -> a view's float16 tensors, or a rejection with its reason, per ECG."""
+"""Raw npz bytes -> a view's float16 tensors, or a rejection with its reason, per ECG.
+
+Besides decoding errors, an ECG whose processed tensor is outside the physiological range
+(``amplitude``, see :mod:`acs_pipeline.ingest.stats`) or not finite is rejected here, one by one,
+so one file in microvolts never reaches (or fails) the view.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ import polars as pl
 
 from acs_pipeline.ecg.leads import N_SAMPLES, WaveformError, decode_npz, to_3by4
 from acs_pipeline.ecg.reconstruct import reconstruct_12lead
+from acs_pipeline.ingest.stats import amplitude_problems
 from acs_pipeline.io import tensors
 
 VIEWS = {"ecg_3by4": 3, "ecg_12lead": 12}
@@ -59,12 +65,17 @@ def transform_rows(view: str, keys: Sequence[tuple[str, str]],
     def flush() -> None:
         if not pending:
             return
-        out, errors = transform_batch(view, [raw for _, raw in pending])  # no stacked copy
+        raws = [raw for _, raw in pending]
+        out, errors = transform_batch(view, raws)  # no stacked copy
+        ranges = amplitude_problems(out, raws)
+        out[[j for j, r in enumerate(ranges) if r]] = 0  # rejected: no float16 overflow
         out = out.astype(tensors.STORAGE_DTYPE)
         for j, ((i, _), (key, ecg_id), err) in enumerate(zip(pending, meta, errors,
                                                              strict=True)):
-            if err is None:
+            if err is None and ranges[j] is None:
                 done[i] = (ecg_id, out[j], None)
+            elif err is None:
+                done[i] = reject(ecg_id, key, *ranges[j])
             else:
                 reason, _, detail = err.partition(": ")
                 done[i] = reject(ecg_id, key, reason, detail)

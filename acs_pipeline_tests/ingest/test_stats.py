@@ -1,8 +1,17 @@
 """Numeric tensor checks, whole or combined from parts."""
 
 import numpy as np
+import polars as pl
 
-from acs_pipeline.ingest.stats import MAX_ABS_MV, combine_stats, tensor_stats
+from acs_pipeline.ingest.stats import (
+    MAX_ABS_MV,
+    SYSTEMIC_FRACTION,
+    SYSTEMIC_MIN,
+    amplitude_problems,
+    combine_stats,
+    systemic_rejections,
+    tensor_stats,
+)
 
 
 def test_stats_count_non_finite_flat_and_out_of_range():
@@ -29,3 +38,35 @@ def test_combined_parts_equal_the_whole():
     other = tensor_stats(np.zeros((2, 12, 50), np.float32))
     mixed = combine_stats([whole, other])
     assert (mixed.channels, mixed.length, mixed.rows) == (-1, -1, 11)
+
+
+def test_amplitude_problems_per_ecg():
+    rng = np.random.default_rng(2)
+    x = rng.normal(0, 0.5, (5, 3, 200)).astype(np.float32)
+    x[1] *= 1000  # microvolts
+    x[2] = 0.001 * x[2]  # volts
+    x[3, 0, 9] = np.nan
+    x[4] = np.clip(x[4], -(MAX_ABS_MV - 1), MAX_ABS_MV - 1)
+    x[4, 2, 3] = MAX_ABS_MV - 0.5  # large but physiological
+    got = amplitude_problems(x)
+    assert got[0] is None and got[4] is None
+    assert got[1][0] == "amplitude" and got[2][0] == "amplitude"
+    assert f"values span [{x[1].min():.4g}, {x[1].max():.4g}] mV" in got[1][1]
+    assert got[3] == ("non_finite", "1 non-finite samples after processing")
+    assert amplitude_problems(np.zeros((0, 3, 200), np.float32)) == []
+
+
+def test_rejections_are_systemic_only_beyond_one_percent_and_a_few_files():
+    manifest = pl.DataFrame({
+        "key": [f"k{s}{i}" for s in ("a", "b") for i in range(600)] + ["odd.npz"],
+        "shard": ["aa"] * 600 + ["bb"] * 600 + [None]})
+    few = pl.DataFrame({"key": [f"ka{i}" for i in range(SYSTEMIC_MIN - 1)]
+                        + ["kb0", "odd.npz"],
+                        "reason": ["amplitude"] * (SYSTEMIC_MIN - 1)
+                        + ["corrupt_npz", "unexpected_file_name"]})
+    assert systemic_rejections(few, manifest).is_empty()
+    n = int(600 * SYSTEMIC_FRACTION) + 1  # 7 of 600: over 1 % and over SYSTEMIC_MIN
+    many = pl.concat([few, pl.DataFrame({"key": [f"kb{i}" for i in range(1, n + 1)],
+                                         "reason": ["amplitude"] * n})])
+    assert systemic_rejections(many, manifest).to_dicts() == [
+        {"shard": "bb", "reason": "amplitude", "rejected": n, "listed": 600}]

@@ -17,7 +17,7 @@ from acs_pipeline.defs.common import (
 )
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
 from acs_pipeline.ingest.read import iter_view, view_rows
-from acs_pipeline.ingest.stats import combine_stats, tensor_stats
+from acs_pipeline.ingest.stats import combine_stats, systemic_rejections, tensor_stats
 from acs_pipeline.ingest.transform import VIEWS, rejects_frame
 from acs_pipeline.ingest.views import (
     IngestReport,
@@ -60,7 +60,8 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     def inputs(raw: RawDataResource, storage: StorageResource):
         source = raw.holdout() if holdout else raw.source()
         if source is None:
-            raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
+            raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)",
+                             allow_retries=False)
         st = storage.get()
         return source, st, frames.read_parquet(st, manifest_rel)
 
@@ -121,14 +122,28 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     return plan, update, index
 
 
-def _tensor_check(storage: Storage, view: str, prefix: str) -> dg.AssetCheckResult:
+def _tensor_check(storage: Storage, view: str, prefix: str,
+                  manifest_rel: str) -> dg.AssetCheckResult:
+    """Fails for a fault of the view, not of single files (those are quarantined at ingest):
+    wrong shape, no rows, a stored sample non-finite or out of range, or a systemic rejection
+    (one reason for more than 1 % of a shard's files, see ``stats.systemic_rejections``)."""
     stats = combine_stats(tensor_stats(part.x) for part in iter_view(storage, view, prefix))
+    rejects = frames.read_parquet(storage, f"{prefix}/{view}/_rejects.parquet")
+    systemic = systemic_rejections(rejects, frames.read_parquet(storage, manifest_rel))
+    description = stats.describe()
+    if len(systemic):
+        description += "; systemic rejections: " + ", ".join(
+            f"shard {s}: {n} of {m} {r}" for s, r, n, m in systemic.head(8).iter_rows())
     return dg.AssetCheckResult(
-        passed=stats.ok and stats.channels == VIEWS[view] and stats.length == 5000,
-        description=stats.describe(),
+        passed=stats.ok and stats.channels == VIEWS[view] and stats.length == 5000
+        and not len(systemic),
+        description=description,
         metadata={"rows": stats.rows, "non_finite": stats.non_finite,
                   "flat_channels": stats.flat_channels, "out_of_range": stats.out_of_range,
-                  "max_abs_mv": stats.max_abs},
+                  "max_abs_mv": stats.max_abs, "rejected": len(rejects),
+                  "rejected_by_reason": dg.MetadataValue.json(dict(
+                      rejects.group_by("reason").len().sort("reason").iter_rows())),
+                  "systemic": dg.MetadataValue.json(systemic.to_dicts())},
     )
 
 
@@ -164,9 +179,11 @@ def _view_assets(view: str, *, holdout: bool):
         return index(plan(manifest).map(update).collect())
 
     @dg.asset_check(asset=name, name="tensor_values", blocking=True,
-                    description="Shape, finite values, amplitude range, flat channels.")
+                    description="Shape, finite values, amplitude range, flat channels; no "
+                    "reason rejecting more than 1 % of a shard's files (a single bad file is "
+                    "quarantined at ingest, not a failure of the view).")
     def _values(storage: StorageResource) -> dg.AssetCheckResult:
-        return _tensor_check(storage.get(), view, prefix)
+        return _tensor_check(storage.get(), view, prefix, manifest_rel)
 
     @dg.asset_check(asset=name, name="every_file_accounted_for", blocking=True,
                     description="Accepted + quarantined = listed.")
