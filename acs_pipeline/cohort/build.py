@@ -1,10 +1,11 @@
 """One row per ECG: labels, cohort membership, duplicate groups and the patient-level split.
 
-Follows DATA-CONTRACT section 2: ACS = ``stent_or_cabg_010_day``, MACE =
+Follows docs/data-contract.md §2: ACS = ``stent_or_cabg_010_day``, MACE =
 ``macetrop_pos_or_death_030``; included = ``exclude_modeling == False``; tested = included with
 ``cath_010_day``. Splits are 70/30 by patient, seeded, separately per cohort, with one vocabulary
-(``train`` / ``validation``). Patients linked by a byte-identical waveform are split together, so
-copies of one waveform never straddle two splits.
+(``train`` / ``validation``). Patients linked by a byte-identical waveform are split together, in
+one cohort or across both, so copies of one waveform never straddle two splits. ECGs that cannot
+enter the cohort are returned as rejections with a reason (:data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -19,6 +20,19 @@ from acs_pipeline.cohort.tables import CLASSICAL_FLAGS, ID_PATTERNS, RACE_COLUMN
 
 SPLITS = ("train", "validation")
 COHORTS = ("tested", "untested", "excluded")
+SPLIT_COHORTS = ("tested", "untested")  # the cohorts with a split; tested draws first
+
+
+REASONS = {
+    "no_metadata": "a waveform file whose id has no row in ecg-metadata.csv",
+    "malformed_ecg_id": "ecg_id is not 'ecg' + 10 hex digits",
+    "duplicate_ecg_id": "the ecg_id appears more than once in ecg-metadata.csv",
+    "no_encounter": "the ecg_id is not in ecg-ed-enc.csv",
+    "encounter_missing": "its ed_enc_id is not in ed-encounter.csv",
+    "patient_mismatch": "the encounter's patient differs from the ECG's patient",
+    "no_patient": "its patient_ngsci_id is not in patient.csv",
+    "no_waveform_file": "no usable npz file for the ecg_id",
+}
 
 
 class CohortError(ValueError):
@@ -34,9 +48,10 @@ def _race(df: pl.DataFrame) -> pl.Expr:
     return expr
 
 
-def _groups(patients: np.ndarray, hashes: np.ndarray) -> np.ndarray:
-    """Union-find: patients that share a waveform hash get the same group id (a patient id)."""
-    parent: dict[str, str] = {p: p for p in patients}
+def _groups(nodes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
+    """Union-find: nodes (patients, or cohort + patient) that share a waveform hash get the
+    same group id, the smallest node of the group."""
+    parent: dict[str, str] = {p: p for p in nodes}
 
     def find(p: str) -> str:
         while parent[p] != p:
@@ -45,7 +60,7 @@ def _groups(patients: np.ndarray, hashes: np.ndarray) -> np.ndarray:
         return p
 
     first: dict[str, str] = {}
-    for p, h in zip(patients, hashes, strict=True):
+    for p, h in zip(nodes, hashes, strict=True):
         if h is None:
             continue
         if h in first:
@@ -54,7 +69,34 @@ def _groups(patients: np.ndarray, hashes: np.ndarray) -> np.ndarray:
                 parent[max(a, b)] = min(a, b)
         else:
             first[h] = p
-    return np.array([find(p) for p in patients], dtype=object)
+    return np.array([find(p) for p in nodes], dtype=object)
+
+
+def _assign_splits(df: pl.DataFrame, seed: int, validation_fraction: float) -> list[str | None]:
+    """Each tested / untested ECG's split: by patient, seeded, separately per cohort, with the
+    patients that share a waveform in one group. A group whose waveform copies reach both
+    cohorts takes one split everywhere: the one the tested cohort's draw gives it."""
+    sep = "\x00"
+    split: list[str | None] = [None] * len(df)
+    rows = df.with_row_index("_row").filter(pl.col("cohort").is_in(SPLIT_COHORTS))
+    nodes = (rows["cohort"] + sep + rows["patient_ngsci_id"].fill_null("")).to_numpy()
+    comp = _groups(nodes, rows["waveform_sha256"].to_numpy())
+    fixed: dict[str, str] = {}  # component -> split, for groups already drawn
+    for name in SPLIT_COHORTS:
+        mask = (rows["cohort"] == name).to_numpy()
+        if not mask.any():
+            continue
+        # a group's label in the draw is its smallest patient in this cohort, so a link to
+        # the other cohort leaves every other group's draw as it was
+        label: dict[str, str] = {}
+        for c, node in zip(comp[mask], nodes[mask], strict=True):
+            patient = node.partition(sep)[2]
+            label[c] = min(label.get(c, patient), patient)
+        assign = split_groups(list(label.values()), seed=seed,
+                              validation_fraction=validation_fraction)
+        for i, c in zip(rows["_row"].filter(pl.Series(mask)), comp[mask], strict=True):
+            split[i] = fixed.setdefault(c, assign[label[c]])
+    return split
 
 
 def split_groups(groups: list[str], seed: int, validation_fraction: float = 0.3) -> dict[str, str]:
@@ -78,21 +120,28 @@ def build_cohort(
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Join the tables into one row per ECG; return ``(cohort, rejected)``.
 
-    ``rejected`` has one row per ECG that cannot enter the cohort (``ecg_id, reason, detail``):
-    malformed or duplicate ids, no encounter, an encounter without a patient.
-    ``waveform_hashes`` maps ecg_id to the content hash of its waveform file.
+    ``rejected`` has one row per ECG that cannot enter the cohort (``ecg_id, reason, detail``),
+    with the reasons of :data:`REASONS`. ``waveform_hashes`` maps the ecg_id of every usable
+    waveform file to its content hash; when given, an ECG without one is rejected
+    (``no_waveform_file``) and a file without a row in ecg-metadata.csv too (``no_metadata``).
     """
     meta = tables["ecg_metadata"]
     rejected: list[pl.DataFrame] = []
 
-    def reject(df: pl.DataFrame, reason: str, detail: str) -> None:
+    def reject(df: pl.DataFrame, reason: str, detail: str | pl.Expr) -> None:
         if len(df):
-            rejected.append(df.select("ecg_id").with_columns(
-                reason=pl.lit(reason), detail=pl.lit(detail)))
+            rejected.append(df.select("ecg_id", reason=pl.lit(reason),
+                                      detail=detail if isinstance(detail, pl.Expr)
+                                      else pl.lit(detail)))
 
-    bad_id = meta.filter(~pl.col("ecg_id").str.contains(ID_PATTERNS["ecg_id"]))
-    reject(bad_id, "malformed_ecg_id", "ecg_id must be 'ecg' + 10 hex digits")
-    meta = meta.filter(pl.col("ecg_id").str.contains(ID_PATTERNS["ecg_id"]))
+    if waveform_hashes is not None:
+        listed = set(meta["ecg_id"].drop_nulls().to_list())
+        orphans = sorted(e for e in waveform_hashes if e not in listed)
+        reject(pl.DataFrame({"ecg_id": orphans}, schema={"ecg_id": pl.String}), "no_metadata",
+               "waveform file without a row in ecg-metadata.csv")
+    well_formed = pl.col("ecg_id").str.contains(ID_PATTERNS["ecg_id"]).fill_null(False)
+    reject(meta.filter(~well_formed), "malformed_ecg_id", "ecg_id must be 'ecg' + 10 hex digits")
+    meta = meta.filter(well_formed)
     dup = meta.filter(pl.col("ecg_id").is_duplicated())
     reject(dup.unique("ecg_id"), "duplicate_ecg_id", "ecg_id appears more than once in "
            "ecg-metadata.csv")
@@ -108,19 +157,36 @@ def build_cohort(
     df = df.filter(pl.col("ed_enc_id").is_not_null())
     enc_cols = ["ed_enc_id", "age_at_admit", "macetrop_pos_or_death_030",
                 "stent_or_cabg_010_day", "cath_010_day", "exclude_modeling"]
-    df = df.join(enc.select(enc_cols).with_columns(_enc=pl.lit(True)), on="ed_enc_id",
-                 how="left")
+    df = df.join(enc.select(*enc_cols, _enc_patient="patient_ngsci_id",
+                            _enc=pl.lit(True)), on="ed_enc_id", how="left")
     reject(df.filter(pl.col("_enc").is_null()), "encounter_missing",
            "ed_enc_id not in ed-encounter.csv")
     df = df.filter(pl.col("_enc").is_not_null()).drop("_enc")
+    mismatch = pl.col("_enc_patient").ne_missing(pl.col("patient_ngsci_id"))
+    reject(df.filter(mismatch), "patient_mismatch",
+           pl.format("ecg-metadata.csv gives patient {}, its encounter {} in ed-encounter.csv "
+                     "gives {}", pl.col("patient_ngsci_id").fill_null("none"),
+                     pl.col("ed_enc_id"), pl.col("_enc_patient").fill_null("none")))
+    df = df.filter(~mismatch).drop("_enc_patient")
     pat_cols = ["patient_ngsci_id", "sex", *[c for c in RACE_COLUMNS if c in pat.columns]]
     df = df.join(pat.select(pat_cols).with_columns(_pat=pl.lit(True)), on="patient_ngsci_id",
                  how="left")
     reject(df.filter(pl.col("_pat").is_null()), "no_patient",
            "patient_ngsci_id not in patient.csv")
     df = df.filter(pl.col("_pat").is_not_null()).drop("_pat")
+    if waveform_hashes is not None:
+        has_file = pl.col("ecg_id").is_in(list(waveform_hashes))
+        reject(df.filter(~has_file), "no_waveform_file",
+               "no usable npz file for this ecg_id in the manifest")
+        df = df.filter(has_file)
     if df.is_empty():
-        raise CohortError("no ECG joins to an encounter and a patient: check the raw tables")
+        counts = (pl.concat(rejected).group_by("reason").len().sort("reason").iter_rows()
+                  if rejected else [])
+        raise CohortError(
+            f"no ECG of {len(tables['ecg_metadata'])} in ecg-metadata.csv joins to an encounter, "
+            "a patient and a waveform file (ecg_id -> ecg-ed-enc.csv ed_enc_id -> "
+            "ed-encounter.csv -> patient_ngsci_id -> patient.csv); rejected: "
+            + (", ".join(f"{n} {r}" for r, n in counts) or "none"))
 
     included = ~pl.col("exclude_modeling").fill_null(True)
     df = df.with_columns(
@@ -152,16 +218,8 @@ def build_cohort(
         .otherwise(pl.col("duplicate_of"))
     )
 
-    split = np.full(len(df), None, dtype=object)
-    for name in ("tested", "untested"):
-        mask = (df["cohort"] == name).to_numpy()
-        if not mask.any():
-            continue
-        sub = df.filter(pl.col("cohort") == name)
-        groups = _groups(sub["patient_ngsci_id"].to_numpy(), sub["waveform_sha256"].to_numpy())
-        assign = split_groups(list(groups), seed=seed, validation_fraction=validation_fraction)
-        split[mask] = [assign[g] for g in groups]
-    df = df.with_columns(split=pl.Series(split.tolist(), dtype=pl.String))
+    split = _assign_splits(df, seed, validation_fraction)
+    df = df.with_columns(split=pl.Series(split, dtype=pl.String))
 
     columns = ["ecg_id", "patient_ngsci_id", "ed_enc_id", "date", "cohort", "split", "acs",
                "mace", "sex", "race", "age", *CLASSICAL_FLAGS, "waveform_sha256",
@@ -173,14 +231,14 @@ def build_cohort(
 
 
 def split_leaks(cohort: pl.DataFrame) -> dict[str, int]:
-    """Count patients and waveform hashes that appear in both splits of one cohort."""
+    """Count patients in both splits of one cohort, and waveform hashes in both splits of any
+    cohorts (a copy in the untested training set and in the tested validation set leaks)."""
+    rows = cohort.filter(pl.col("split").is_not_null())
     out = {}
-    for col in ("patient_ngsci_id", "waveform_sha256"):
-        leaks = (
-            cohort.filter(pl.col("split").is_not_null() & pl.col(col).is_not_null())
-            .group_by("cohort", col).agg(pl.col("split").n_unique().alias("n"))
-            .filter(pl.col("n") > 1)
-        )
+    for col, by in (("patient_ngsci_id", ["cohort"]), ("waveform_sha256", [])):
+        leaks = (rows.filter(pl.col(col).is_not_null())
+                 .group_by(*by, col).agg(pl.col("split").n_unique().alias("n"))
+                 .filter(pl.col("n") > 1))
         out[col] = len(leaks)
     return out
 

@@ -1,5 +1,6 @@
 import numpy as np
 import polars as pl
+import pytest
 
 from acs_pipeline.cohort import build as cohort
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
@@ -81,3 +82,65 @@ def test_rejections_have_reasons():
     reasons = dict(rej.group_by("reason").len().iter_rows())
     assert reasons == {"no_encounter": 1, "duplicate_ecg_id": 1, "no_patient": 3}
     assert len(df) + len(rej) == t["ecg_metadata"]["ecg_id"].n_unique()
+
+
+def test_an_encounter_of_another_patient_is_quarantined():
+    t = make_tables(n_pat=10)
+    first = t["ed_encounter"]["ed_enc_id"][0]
+    t["ed_encounter"] = t["ed_encounter"].with_columns(
+        patient_ngsci_id=pl.when(pl.col("ed_enc_id") == first).then(pl.lit("pat00000001"))
+        .otherwise("patient_ngsci_id"))
+    df, rej = cohort.build_cohort(t)
+    mismatch = rej.filter(pl.col("reason") == "patient_mismatch")
+    assert len(mismatch) == 3 and not set(mismatch["ecg_id"]) & set(df["ecg_id"])
+    assert mismatch["detail"][0] == (
+        f"ecg-metadata.csv gives patient pat00000000, its encounter {first} in "
+        "ed-encounter.csv gives pat00000001")
+    assert set(rej["reason"]) <= set(cohort.REASONS)
+
+
+def test_waveform_files_decide_membership():
+    """An id without a usable file is quarantined, not in the cohort; a file without metadata
+    is quarantined too; the clean rows keep the split they had without the files' check."""
+    t = make_tables(n_pat=40)
+    ids = t["ecg_metadata"]["ecg_id"].to_list()
+    hashes = {e: f"h{i}" for i, e in enumerate(ids)}
+    with_all, _ = cohort.build_cohort(t, hashes, seed=3)
+    missing = ids[5]
+    del hashes[missing]
+    hashes["ecg00000fffff"] = "orphan"
+    df, rej = cohort.build_cohort(t, hashes, seed=3)
+    assert missing not in set(df["ecg_id"])
+    assert dict(rej.select("ecg_id", "reason").iter_rows()) == {
+        missing: "no_waveform_file", "ecg00000fffff": "no_metadata"}
+    assert len(df) + 1 == len(with_all)
+
+
+def test_a_copy_across_cohorts_is_split_with_its_tested_original():
+    t = make_tables(n_pat=80)
+    hashes = {e: f"h{i}" for i, e in enumerate(t["ecg_metadata"]["ecg_id"])}
+    df0, _ = cohort.build_cohort(t, hashes, seed=4)
+    tested = df0.filter((pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
+    untested = df0.filter((pl.col("cohort") == "untested") & (pl.col("split") == "train"))
+    a, b = tested["ecg_id"][0], untested["ecg_id"][0]
+    hashes[b] = hashes[a]  # byte-identical waveforms in two cohorts, drawn into two splits
+    leaky = df0.with_columns(waveform_sha256=pl.col("ecg_id").replace_strict(
+        hashes, default=None))
+    assert cohort.split_leaks(leaky)["waveform_sha256"] == 1  # the check sees across cohorts
+    df, _ = cohort.build_cohort(t, hashes, seed=4)
+    rows = df.filter(pl.col("ecg_id").is_in([a, b]))
+    assert set(rows["split"]) == {"validation"}  # the tested cohort's draw decides
+    assert cohort.split_leaks(df) == {"patient_ngsci_id": 0, "waveform_sha256": 0}
+    # every other ECG keeps its split (the untested patient's other ECGs move with b)
+    b_patient = df.filter(pl.col("ecg_id") == b)["patient_ngsci_id"][0]
+    changed = df.join(df0.select("ecg_id", old="split"), on="ecg_id").filter(
+        pl.col("split") != pl.col("old"))
+    assert set(changed["patient_ngsci_id"]) == {b_patient}
+
+
+def test_nothing_joins_names_the_chain_and_the_counts():
+    t = make_tables(n_pat=5)
+    t["ecg_ed_enc"] = t["ecg_ed_enc"].with_columns(pl.col("ed_enc_id") + " ")
+    with pytest.raises(cohort.CohortError, match=r"no ECG of 15 .*ecg-ed-enc.csv ed_enc_id.*"
+                                                 r"rejected: 15 encounter_missing"):
+        cohort.build_cohort(t)

@@ -1,4 +1,10 @@
-"""The clinical tables and their expectations, the cohort and its split check, the quarantine."""
+"""The clinical tables and their expectations, the cohort and its split check, the quarantine.
+
+Row-level problems (a short row, an ECG without an encounter, a duplicated id, ...) become
+quarantine rows with a reason and are counted by non-blocking checks; only structural faults (a
+table missing or unreadable, a required column absent, a column that cannot be parsed at all, no
+ECG that joins) fail a step, at once and without retries.
+"""
 
 import hashlib
 
@@ -10,7 +16,6 @@ from acs_pipeline.cohort import tables
 from acs_pipeline.defs.common import (
     COHORT,
     EAGER,
-    HOLDOUT_PREFIX,
     MANIFEST,
     RETRY_IO,
     md_table,
@@ -22,18 +27,27 @@ from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 
 CLINICAL = "tables/clinical/{name}.parquet"
+TABLE_REJECTS = "tables/clinical/_rejects.parquet"
 COHORT_REJECTS = "tables/cohort_rejects.parquet"
 QUARANTINE = "tables/quarantine.parquet"
 
 
-@dg.asset(group_name="raw", kinds={"polars", "parquet"}, code_version="1",
+def _structural(exc: Exception) -> dg.Failure:
+    """A fault no retry can fix: fail the step now, with the message naming file and column."""
+    return dg.Failure(description=str(exc), allow_retries=False)
+
+
+@dg.asset(group_name="raw", kinds={"polars", "parquet"}, code_version="2",
           retry_policy=RETRY_IO,
           description="patient, ecg-metadata, ecg-ed-enc and ed-encounter, typed, as Parquet.")
 def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
                     storage: StorageResource) -> dg.MaterializeResult:
     source, st = raw.source(), storage.get()
     source.check()
-    parsed = tables.read_tables(source.read_bytes)
+    try:
+        parsed, rejects = tables.read_tables(source.read_bytes)
+    except tables.TableError as exc:
+        raise _structural(exc) from exc
     meta: dict = {}
     digest = hashlib.sha256()
     for name, df in parsed.items():
@@ -41,6 +55,13 @@ def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
         meta[f"{name}_rows"] = w.rows
         meta[f"{name}_uri"] = dg.MetadataValue.path(w.uri)
         digest.update(w.sha256.encode())
+    w = frames.write_parquet(st, TABLE_REJECTS, rejects)
+    if len(rejects):  # a clean export keeps the version it had before rows were quarantined
+        digest.update(w.sha256.encode())
+    meta["rows_quarantined"] = len(rejects)
+    if len(rejects):
+        context.log.warning(f"{len(rejects)} table row(s) quarantined: " + ", ".join(
+            f"{n} {r}" for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()))
     problems = tables.key_problems(parsed)
     meta["duplicate_keys"] = dg.MetadataValue.json(problems)
     meta["dagster/row_count"] = sum(len(df) for df in parsed.values())
@@ -53,20 +74,24 @@ def read_clinical(storage: Storage) -> dict[str, pl.DataFrame]:
             for name in tables.TABLES}
 
 
-@dg.asset_check(asset=clinical_tables, blocking=True,
+@dg.asset_check(asset=clinical_tables, blocking=False,
                 description="Great Expectations suites: columns, id patterns, unique keys, "
-                            "label values, age range, ACS implies cath, join coverage.")
+                            "label values, age range, ACS implies cath, join coverage. Not "
+                            "blocking: `cohort` quarantines the rows these find (a WARN); a "
+                            "structural fault already failed `clinical_tables`.")
 def clinical_tables_expectations(storage: StorageResource) -> dg.AssetCheckResult:
     from acs_pipeline.cohort.expectations import validate_tables
 
     report = validate_tables(read_clinical(storage.get()))
+    structural = any(o.expectation == "expect_column_to_exist" for o in report.failures())
     return dg.AssetCheckResult(
         passed=report.success, description=report.markdown()[:2000],
+        severity=dg.AssetCheckSeverity.ERROR if structural else dg.AssetCheckSeverity.WARN,
         metadata={"summary": dg.MetadataValue.md(report.markdown()),
                   "result": dg.MetadataValue.json(report.as_metadata())})
 
 
-@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
+@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="2",
           deps=[clinical_tables, "ecg_manifest"], automation_condition=EAGER,
           description="One row per ECG: labels, tested/untested, duplicates, patient-level "
                       "70/30 split per cohort.")
@@ -75,11 +100,10 @@ def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
     st = storage.get()
     manifest = frames.read_parquet(st, MANIFEST).filter(pl.col("status") == "ok")
     hashes = dict(manifest.select("ecg_id", "sha256").iter_rows())
-    df, rejected = cohort_lib.build_cohort(read_clinical(st), hashes, seed=settings.seed)
-    no_file = df.filter(~pl.col("ecg_id").is_in(list(hashes)))
-    if len(no_file):
-        rejected = pl.concat([rejected, no_file.select("ecg_id").with_columns(
-            reason=pl.lit("no_waveform_file"), detail=pl.lit("no npz file in the manifest"))])
+    try:
+        df, rejected = cohort_lib.build_cohort(read_clinical(st), hashes, seed=settings.seed)
+    except cohort_lib.CohortError as exc:
+        raise _structural(exc) from exc
     w = frames.write_parquet(st, COHORT, df)
     frames.write_parquet(st, COHORT_REJECTS, rejected)
     summary = cohort_lib.summary(df)
@@ -91,33 +115,53 @@ def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
     )
 
 
-@dg.asset_check(asset=cohort, blocking=True, description="No patient and no waveform copy "
-                "in two splits of one cohort.")
+@dg.asset_check(asset=cohort, blocking=True, description="No patient in two splits of one "
+                "cohort, no waveform copy in two splits of any cohorts.")
 def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
     df = frames.read_parquet(storage.get(), COHORT)
     leaks = cohort_lib.split_leaks(df)
     return dg.AssetCheckResult(passed=not any(leaks.values()), metadata=leaks)
 
 
-@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="1",
-          deps=[cohort, "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead"],
-          automation_condition=EAGER,
-          description="One row per rejected record with its source key, stage and reason.")
+@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="2",
+          deps=[clinical_tables, cohort, "ecg_3by4", "ecg_12lead"], automation_condition=EAGER,
+          description="One row per rejected record of the dataset with its source key, stage "
+                      "(tables, cohort, v1:<view>) and reason. The holdout's rejections stay "
+                      "with its views (tensors/holdout/<view>/_rejects.parquet): the holdout is "
+                      "optional, and this table must not wait for it.")
 def quarantine(context: dg.AssetExecutionContext, storage: StorageResource) -> dg.MaterializeResult:
     st = storage.get()
     parts = [frames.read_parquet(st, COHORT_REJECTS).with_columns(
         key=pl.lit(None, pl.String), stage=pl.lit("cohort"))]
-    for prefix, dataset in (("tensors", "v1"), (HOLDOUT_PREFIX, "holdout")):
-        for view in VIEWS:
-            rel = f"{prefix}/{view}/_rejects.parquet"
-            if st.exists(rel):
-                parts.append(frames.read_parquet(st, rel).with_columns(
-                    stage=pl.lit(f"{dataset}:") + pl.col("stage")))
-    df = pl.concat([p.select(list(REJECT_SCHEMA)) for p in parts]).sort("stage", "ecg_id")
+    if st.exists(TABLE_REJECTS):  # written by clinical_tables since code version 2
+        parts.append(frames.read_parquet(st, TABLE_REJECTS).with_columns(stage=pl.lit("tables")))
+    for view in VIEWS:
+        rel = f"tensors/{view}/_rejects.parquet"
+        if st.exists(rel):
+            parts.append(frames.read_parquet(st, rel).with_columns(
+                stage=pl.lit("v1:") + pl.col("stage")))
+    df = pl.concat([p.select(list(REJECT_SCHEMA)) for p in parts]).sort(
+        "stage", "ecg_id", "key", nulls_last=True)
     w = frames.write_parquet(st, QUARANTINE, df)
     by_reason = df.group_by("stage", "reason").len().sort("stage", "reason")
     return dg.MaterializeResult(
         metadata=table_metadata(
             w, by_reason=md_table(by_reason) if len(df) else "nothing quarantined"),
         data_version=dg.DataVersion(w.version),
+    )
+
+
+@dg.asset_check(asset=quarantine, blocking=False,
+                description="Per-reason counts of the quarantined records (a WARN when any: "
+                            "look at them; never blocks what the quarantine exists for).")
+def quarantine_reasons(storage: StorageResource) -> dg.AssetCheckResult:
+    df = frames.read_parquet(storage.get(), QUARANTINE)
+    counts = {f"{stage}/{reason}": n for stage, reason, n in
+              df.group_by("stage", "reason").len().sort("stage", "reason").iter_rows()}
+    return dg.AssetCheckResult(
+        passed=not len(df), severity=dg.AssetCheckSeverity.WARN,
+        description=f"{len(df)} record(s) quarantined"
+        + (": " + ", ".join(f"{n} {k}" for k, n in counts.items()) if counts else ""),
+        metadata={"quarantined": len(df), "by_reason": dg.MetadataValue.json(counts),
+                  "ecgs": df["ecg_id"].drop_nulls().n_unique()},
     )

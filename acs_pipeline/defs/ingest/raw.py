@@ -12,7 +12,7 @@ from acs_pipeline.defs.common import (
     transient_only,
 )
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
-from acs_pipeline.ingest.manifest import build_manifest
+from acs_pipeline.ingest.manifest import NPZ_DIR, build_manifest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 
@@ -45,11 +45,19 @@ def ecg_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
 
 
 @dg.asset(group_name="raw", kinds={"parquet"}, code_version="1", retry_policy=RETRY_IO,
-          description="The unlabelled holdout waveform files with size, ETag and SHA-256.")
+          output_required=False,
+          description="The unlabelled holdout waveform files with size, ETag and SHA-256. "
+          "Optional: without a holdout root (ACS_HOLDOUT_URI unset, missing or empty) it says so "
+          "and yields nothing, and the holdout views and predictions are skipped.")
 @transient_only
 def holdout_manifest(context: dg.AssetExecutionContext, raw: RawDataResource,
-                     storage: StorageResource) -> dg.MaterializeResult:
+                     storage: StorageResource):
     source = raw.holdout()
     if source is None:
-        raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)")
-    return _manifest_asset(context, source, storage.get(), HOLDOUT_MANIFEST)
+        context.log.info("no holdout root configured (ACS_HOLDOUT_URI): holdout skipped")
+        return
+    if not source.list_objects(NPZ_DIR + "/", suffix=".npz"):
+        context.log.warning(f"the holdout root {source.root} holds no {NPZ_DIR}/**.npz file "
+                            "(missing or empty): holdout skipped, no output")
+        return
+    yield _manifest_asset(context, source, storage.get(), HOLDOUT_MANIFEST)
