@@ -119,7 +119,9 @@ class S3Backend:
     def _fail(self, exc: BaseException, key: str, operation: str,
               client: Any = None) -> StorageError:
         """The failure as a :class:`StorageError` of its kind (missing, transient, access)."""
-        endpoint = (client or self.client).meta.endpoint_url
+        client = client or self.client
+        endpoint = client.meta.endpoint_url
+        attempts = (client.meta.config.retries or {}).get("total_max_attempts", "all")
         message = describe_s3_error(exc, uri=self.uri(key), endpoint=endpoint,
                                     operation=operation)
         kind = error_kind(exc)
@@ -133,7 +135,7 @@ class S3Backend:
                 "credentials, permissions or bucket name]", self.bucket, prefix)
         if kind == "transient":
             return TransientStorageError(
-                f"{message} [still failing after {self.max_attempts} attempts; transient, "
+                f"{message} [still failing after {attempts} attempts; transient, "
                 "a later attempt may succeed]")
         return StorageError(message)
 

@@ -298,6 +298,10 @@ def test_proxy_persistent_transient_fault_is_transient_after_bounded_attempts(
     assert isinstance(result, TransientStorageError)
     with pytest.raises(TransientStorageError):  # read_files raises it: nothing is recorded
         list(src.read_files(["k.npz"]))
+    faulty_s3.inject("slowdown", f"/{s3_bucket}?list-type=2", times=100)
+    with pytest.raises(TransientStorageError, match="ListObjectsV2.*SlowDown.*after 2 attempts"):
+        src.check()  # the reachability check retries once
+    assert faulty_s3.count(f"/{s3_bucket}?list-type=2") == 2
 
 
 @pytest.mark.parametrize("fault, reason", [
