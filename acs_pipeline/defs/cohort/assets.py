@@ -20,6 +20,7 @@ from acs_pipeline.defs.common import (
     RETRY_IO,
     md_table,
     table_metadata,
+    transient_only,
 )
 from acs_pipeline.defs.resources import PipelineSettings, RawDataResource, StorageResource
 from acs_pipeline.ingest.transform import REJECT_SCHEMA, VIEWS
@@ -39,7 +40,9 @@ def _structural(exc: Exception) -> dg.Failure:
 
 @dg.asset(group_name="raw", kinds={"polars", "parquet"}, code_version="2",
           retry_policy=RETRY_IO,
-          description="patient, ecg-metadata, ecg-ed-enc and ed-encounter, typed, as Parquet.")
+          description="patient, ecg-metadata, ecg-ed-enc and ed-encounter, typed, as Parquet; "
+          "rows that cannot be used are quarantined (stage tables).")
+@transient_only
 def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
                     storage: StorageResource) -> dg.MaterializeResult:
     source, st = raw.source(), storage.get()
