@@ -96,6 +96,7 @@ def moto_copy(template: dict[str, Any], stand_ins: dict[str, str]) -> dict[str, 
 
 @dataclass
 class Stack:
+    name: str
     template: dict[str, Any]
     parameters: dict[str, str]
     outputs: dict[str, str]
@@ -131,14 +132,15 @@ def secrets_of(container: dict[str, Any]) -> dict[str, str]:
 
 
 @contextmanager
-def created_stack() -> Iterator[Stack]:
-    """The stack created in moto (mock_aws active until the context exits), fake credentials."""
+def created_stack(name: str = STACK, certificate: bool = False) -> Iterator[Stack]:
+    """The stack created in moto (mock_aws active until the context exits), fake credentials;
+    with `certificate`, an ACM certificate made in moto is passed as CertificateArn."""
     template = load_template()
     with pytest.MonkeyPatch.context() as patch, mock_aws():
-        for name in AWS_ENV_TO_CLEAR:
-            patch.delenv(name, raising=False)
-        for name, value in FAKE_AWS_ENV.items():
-            patch.setenv(name, value)
+        for variable in AWS_ENV_TO_CLEAR:
+            patch.delenv(variable, raising=False)
+        for variable, value in FAKE_AWS_ENV.items():
+            patch.setenv(variable, value)
         session = boto3.Session(region_name=REGION)
         ec2 = session.client("ec2")
         vpc = ec2.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
@@ -160,7 +162,7 @@ def created_stack() -> Iterator[Stack]:
             generate["GenerateStringKey"]: password
         }
         secret = secrets.create_secret(
-            Name=spec["Name"]["Fn::Sub"].replace("${AWS::StackName}", STACK),
+            Name=spec["Name"]["Fn::Sub"].replace("${AWS::StackName}", name),
             SecretString=json.dumps(value),
         )
         parameters = IMAGES | {
@@ -170,20 +172,24 @@ def created_stack() -> Iterator[Stack]:
             "UiAllowedCidr": "203.0.113.7/32",
             "RawBucketName": "nightingale-ed-bwh-ecg",
         }
+        if certificate:
+            acm = session.client("acm")
+            certificate_arn = acm.request_certificate(DomainName="dagster.example.org")
+            parameters["CertificateArn"] = certificate_arn["CertificateArn"]
         cloudformation = session.client("cloudformation")
         cloudformation.create_stack(
-            StackName=STACK,
+            StackName=name,
             TemplateBody=json.dumps(moto_copy(template, {"DatabaseSecret": secret["ARN"]})),
             Parameters=[{"ParameterKey": k, "ParameterValue": v} for k, v in parameters.items()],
             Capabilities=["CAPABILITY_IAM"],
         )
         cloudformation.get_waiter("stack_create_complete").wait(
-            StackName=STACK, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
+            StackName=name, WaiterConfig={"Delay": 1, "MaxAttempts": 30}
         )
-        (described,) = cloudformation.describe_stacks(StackName=STACK)["Stacks"]
+        (described,) = cloudformation.describe_stacks(StackName=name)["Stacks"]
         outputs = {o["OutputKey"]: o["OutputValue"] for o in described["Outputs"]}
         physical = {
             r["LogicalResourceId"]: r["PhysicalResourceId"]
-            for r in cloudformation.list_stack_resources(StackName=STACK)["StackResourceSummaries"]
+            for r in cloudformation.list_stack_resources(StackName=name)["StackResourceSummaries"]
         }
-        yield Stack(template, parameters, outputs, physical, session)
+        yield Stack(name, template, parameters, outputs, physical, session)

@@ -22,7 +22,6 @@ from acs_pipeline_tests.stack_fixtures import (
     LAUNCHER,
     REGION,
     ROOT,
-    STACK,
     TEMPLATE,
     UNSUPPORTED,
     WORKSPACE,
@@ -86,7 +85,7 @@ def test_stack_creates_and_every_output_names_a_real_resource(stack: Stack) -> N
     assert unsupported == {"GpuCapacityProviderName"}  # AWS::ECS::CapacityProvider, see below
     out = stack.outputs
     (cluster,) = stack.client("ecs").describe_clusters(clusters=[out["ClusterName"]])["clusters"]
-    assert cluster["status"] == "ACTIVE" and cluster["clusterName"] == STACK
+    assert cluster["status"] == "ACTIVE" and cluster["clusterName"] == stack.name
     for name in ("Code", "Daemon", "Webserver", "Gpu"):
         assert stack.container(f"{name}TaskDefinitionArn")["image"]
     stack.client("s3").head_bucket(Bucket=out["StorageBucketName"])
@@ -95,20 +94,24 @@ def test_stack_creates_and_every_output_names_a_real_resource(stack: Stack) -> N
     assert out["ComputeLogUri"] == f"s3://{out['StorageBucketName']}/{prefix}"
     assert out["RawUri"] == "s3://nightingale-ed-bwh-ecg/ed-bwh-ecg/v1"
     assert out["HoldoutUri"] == "s3://nightingale-ed-bwh-ecg/ed-bwh-ecg/holdout"
-    (database,) = stack.client("rds").describe_db_instances()["DBInstances"]
+    (database,) = stack.client("rds").describe_db_instances(
+        DBInstanceIdentifier=stack.physical["Database"]
+    )["DBInstances"]
     assert database["Endpoint"] == {"Address": out["DbEndpoint"], "Port": int(out["DbPort"])}
     assert database["Engine"] == "postgres" and database["DBName"] == "dagster"
     assert database["StorageEncrypted"] and not database["PubliclyAccessible"]
     (group,) = stack.client("logs").describe_log_groups(logGroupNamePrefix=out["LogGroupName"])[
         "logGroups"
     ]
-    assert group["logGroupName"] == f"/ecs/{STACK}" and group["retentionInDays"] == 30
+    assert group["logGroupName"] == f"/ecs/{stack.name}" and group["retentionInDays"] == 30
     iam = stack.client("iam")
     for role in ("ExecutionRoleArn", "RunTaskRoleArn"):
         assert iam.get_role(RoleName=out[role].rsplit("/", 1)[1])["Role"]["Arn"] == out[role]
     assert out["PrivateSubnetIds"] == stack.parameters["PrivateSubnetIds"]
     stack.client("ec2").describe_security_groups(GroupIds=[out["TaskSecurityGroupId"]])
-    (balancer,) = stack.client("elbv2").describe_load_balancers()["LoadBalancers"]
+    (balancer,) = stack.client("elbv2").describe_load_balancers(
+        LoadBalancerArns=[stack.physical["LoadBalancer"]]
+    )["LoadBalancers"]
     assert balancer["Scheme"] == "internet-facing"
     assert out["UiUrl"] == f"http://{balancer['DNSName']}"
 
@@ -122,7 +125,9 @@ def test_instance_file_reads_only_what_the_stack_provides(stack: Stack) -> None:
             "SecretString"
         ]
     )
-    (database,) = stack.client("rds").describe_db_instances()["DBInstances"]
+    (database,) = stack.client("rds").describe_db_instances(
+        DBInstanceIdentifier=stack.physical["Database"]
+    )["DBInstances"]
     expected = {env: stack.outputs[output] for env, output in FROM_OUTPUT.items()} | {
         "DAGSTER_POSTGRES_USER": secret["username"],
         "DAGSTER_POSTGRES_DB": database["DBName"],
@@ -202,7 +207,9 @@ def test_task_definitions_match_the_manual_ones_in_docker_ecs(
 
 
 def test_gpu_capacity_scales_from_zero_on_the_ecs_gpu_ami(stack: Stack) -> None:
-    (group,) = stack.client("autoscaling").describe_auto_scaling_groups()["AutoScalingGroups"]
+    (group,) = stack.client("autoscaling").describe_auto_scaling_groups(
+        AutoScalingGroupNames=[stack.physical["GpuAutoScalingGroup"]]
+    )["AutoScalingGroups"]
     assert (group["MinSize"], group["DesiredCapacity"], group["Instances"]) == (0, 0, [])
     assert group["NewInstancesProtectedFromScaleIn"] is True  # managed termination protection
     assert group["VPCZoneIdentifier"].split(",") == stack.parameters["PrivateSubnetIds"].split(",")
@@ -262,7 +269,9 @@ def test_services_run_and_reach_the_code_server_as_the_workspace_says(stack: Sta
     assert daemon["LaunchType"] == "FARGATE"  # copied by the launcher into CPU runs
     assert daemon["DeploymentConfiguration"]["MaximumPercent"] == 100  # never two daemons
     elb = stack.client("elbv2")
-    (target,) = elb.describe_target_groups()["TargetGroups"]
+    (target,) = elb.describe_target_groups(
+        TargetGroupArns=[stack.physical["WebserverTargetGroup"]]
+    )["TargetGroups"]
     assert (target["Port"], target["TargetType"], target["HealthCheckPath"]) == (
         3000,
         "ip",
@@ -320,7 +329,9 @@ def test_roles_grant_only_what_each_process_needs(stack: Stack) -> None:
     (run_task,) = [s for s in daemon._policy_json["Statement"] if s["Action"] == "ecs:RunTask"]
     (cluster,) = stack.client("ecs").describe_clusters(clusters=[out["ClusterName"]])["clusters"]
     assert run_task["Condition"] == {"ArnEquals": {"ecs:cluster": cluster["clusterArn"]}}
-    assert allowed(daemon, "ecs:StopTask", f"arn:aws:ecs:{REGION}:123456789012:task/{STACK}/abc")
+    assert allowed(
+        daemon, "ecs:StopTask", f"arn:aws:ecs:{REGION}:123456789012:task/{stack.name}/abc"
+    )
     assert not allowed(daemon, "ecs:StopTask", f"arn:aws:ecs:{REGION}:123456789012:task/other/abc")
     assert not allowed(daemon, "s3:GetObject", f"{raw}/ed-bwh-ecg/v1/x")
     execution = stack.policy("ExecutionRole")
@@ -357,3 +368,16 @@ def test_readme_uses_outputs_and_parameters_the_stack_has() -> None:
     given = set(re.findall(r"\b(\w+)=", section[section.index("aws cloudformation deploy") :]))
     required = {k for k, v in template["Parameters"].items() if "Default" not in v}
     assert required <= given, required - given
+
+
+def test_with_a_certificate_the_ui_is_https_and_http_redirects(stack: Stack) -> None:
+    # a second stack in the same moto backend (the lookups above go by physical id)
+    with created_stack("acs-https", certificate=True) as https:
+        assert https.outputs["UiUrl"].startswith("https://")
+        elb = https.client("elbv2")
+        listeners = elb.describe_listeners(LoadBalancerArn=https.physical["LoadBalancer"])
+        actions = {(x["Port"], x["Protocol"]): x["DefaultActions"] for x in listeners["Listeners"]}
+        redirect = {"Protocol": "HTTPS", "Port": "443", "StatusCode": "HTTP_301"}
+        assert actions[(80, "HTTP")] == [{"Type": "redirect", "RedirectConfig": redirect}]
+        forward = {"Type": "forward", "TargetGroupArn": https.physical["WebserverTargetGroup"]}
+        assert actions[(443, "HTTPS")] == [forward]
