@@ -27,6 +27,9 @@ REASONS = {
     "no_metadata": "a waveform file whose id has no row in ecg-metadata.csv",
     "malformed_ecg_id": "ecg_id is not 'ecg' + 10 hex digits",
     "duplicate_ecg_id": "the ecg_id appears more than once in ecg-metadata.csv",
+    "ambiguous_encounter_link": "the ecg_id has rows with different values in ecg-ed-enc.csv",
+    "ambiguous_encounter": "its ed_enc_id has rows with different values in ed-encounter.csv",
+    "ambiguous_patient": "its patient has rows with different values in patient.csv",
     "no_encounter": "the ecg_id is not in ecg-ed-enc.csv",
     "encounter_missing": "its ed_enc_id is not in ed-encounter.csv",
     "patient_mismatch": "the encounter's patient differs from the ECG's patient",
@@ -99,6 +102,14 @@ def _assign_splits(df: pl.DataFrame, seed: int, validation_fraction: float) -> l
     return split
 
 
+def _unambiguous(df: pl.DataFrame, key: str) -> tuple[pl.DataFrame, pl.Expr]:
+    """One row per key (repeated identical rows collapse) and, as a literal for ``is_in``, the
+    keys whose rows differ (dropped: the caller rejects the ECGs that use them)."""
+    rows = df.unique(maintain_order=True)
+    dup = rows[key].is_duplicated()
+    return rows.filter(~dup), rows.filter(dup)[key].unique().implode()
+
+
 def split_groups(groups: list[str], seed: int, validation_fraction: float = 0.3) -> dict[str, str]:
     """Assign each group to ``train`` or ``validation``, deterministically for a seed.
 
@@ -147,9 +158,25 @@ def build_cohort(
            "ecg-metadata.csv")
     meta = meta.filter(~pl.col("ecg_id").is_duplicated())
 
-    link = tables["ecg_ed_enc"].unique("ecg_id", keep="first")
-    enc = tables["ed_encounter"].unique("ed_enc_id", keep="first")
-    pat = tables["patient"].unique("patient_ngsci_id", keep="first")
+    # A key listed twice with different values is ambiguous: the ECGs that use it are rejected
+    # (identical repeated rows are harmless).
+    link, bad_link = _unambiguous(tables["ecg_ed_enc"], "ecg_id")
+    enc, bad_enc = _unambiguous(tables["ed_encounter"], "ed_enc_id")
+    pat, bad_pat = _unambiguous(tables["patient"], "patient_ngsci_id")
+    ambiguous = {
+        "ambiguous_encounter_link": (pl.col("ecg_id").is_in(bad_link),
+                                     "the ecg_id has rows with different values in "
+                                     "ecg-ed-enc.csv"),
+        "ambiguous_encounter": (pl.col("ecg_id").is_in(
+            link.filter(pl.col("ed_enc_id").is_in(bad_enc))["ecg_id"].implode()),
+            "its ed_enc_id has rows with different values in ed-encounter.csv"),
+        "ambiguous_patient": (pl.col("patient_ngsci_id").is_in(bad_pat),
+                              "its patient_ngsci_id has rows with different values in "
+                              "patient.csv"),
+    }
+    for reason, (hit, detail) in ambiguous.items():
+        reject(meta.filter(hit), reason, detail)
+        meta = meta.filter(~hit)
 
     df = meta.join(link.select("ecg_id", "ed_enc_id"), on="ecg_id", how="left")
     reject(df.filter(pl.col("ed_enc_id").is_null()), "no_encounter",

@@ -144,3 +144,20 @@ def test_nothing_joins_names_the_chain_and_the_counts():
     with pytest.raises(cohort.CohortError, match=r"no ECG of 15 .*ecg-ed-enc.csv ed_enc_id.*"
                                                  r"rejected: 15 encounter_missing"):
         cohort.build_cohort(t)
+
+
+def test_a_key_with_conflicting_rows_rejects_its_ecgs_and_identical_copies_are_harmless():
+    t = make_tables(n_pat=10)
+    link, enc, pat = t["ecg_ed_enc"], t["ed_encounter"], t["patient"]
+    t["ecg_ed_enc"] = pl.concat([link, link.slice(0, 1),  # an identical repeat: fine
+                                 link.slice(1, 1).with_columns(ed_enc_id=pl.lit("enc99"))])
+    t["ed_encounter"] = pl.concat([enc, enc.slice(2, 1).with_columns(age_at_admit=pl.lit(99.0))])
+    t["patient"] = pl.concat([pat, pat.slice(3, 1).with_columns(sex=pl.lit("X"))])
+    df, rej = cohort.build_cohort(t)
+    got = dict(rej.group_by("reason").agg("ecg_id").iter_rows())
+    ids = link["ecg_id"].to_list()  # 3 ECGs per patient, one encounter each
+    assert {k: sorted(v) for k, v in got.items()} == {
+        "ambiguous_encounter_link": [ids[1]], "ambiguous_encounter": ids[6:9],
+        "ambiguous_patient": ids[9:12]}
+    assert ids[0] in set(df["ecg_id"]) and len(df) + len(rej) == len(ids)
+    assert set(rej["reason"]) <= set(cohort.REASONS)
