@@ -25,6 +25,7 @@ from dataclasses import dataclass, field, fields
 
 import numpy as np
 
+from acs_pipeline.ingest.stats import tensor_stats
 from acs_pipeline.ingest.transform import VIEWS, Row, collect_rows, transform_rows
 from acs_pipeline.io import tensors
 from acs_pipeline.io.storage import Storage
@@ -57,6 +58,7 @@ class Part:
     sha256: str
     members: dict[str, str]
     rejects: list[dict] = field(default_factory=list)
+    stats: dict | None = None  # the rows' TensorStats, measured when the part was written
 
     def as_json(self) -> dict:
         """The part as a JSON-ready dict (shallow: ``asdict`` would deep-copy the members)."""
@@ -188,6 +190,8 @@ def build_shard(task: ShardTask, rows: Iterator[Row] | None = None, plan: Plan |
             tensors.write(buf, [all_ids[i] for i in order], xs[order])
             data = buf.getvalue()  # hashed from memory, no read-back
             part.bytes, part.sha256 = len(data), hashlib.sha256(data).hexdigest()
+            # the stored values' stats, which the view's check combines (no read-back)
+            part.stats = tensor_stats(np.asarray(xs, dtype=tensors.STORAGE_DTYPE)).as_json()
             st.write_bytes(part.path, data)  # atomic
         st.write_bytes(_shard_file(task.base, task.shard), json.dumps({
             "view": task.view, "code_version": task.code_version, "shard": task.shard,

@@ -1,13 +1,19 @@
-"""Numeric checks on tensors: one ECG's amplitude at ingest, a view's values, and whether a
-view's rejections are systemic (no Dagster here)."""
+"""Numeric checks on tensors: one ECG's amplitude at ingest, a view's values (combined from
+the statistics recorded beside each part when it was written), whether a view's rejections are
+systemic, and a check's result remembered by the version of what it checked (no Dagster here)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import polars as pl
+
+from acs_pipeline.ingest.read import _index
+from acs_pipeline.io import tensors
+from acs_pipeline.io.storage import Storage
 
 # Physiological range of one ECG after its view's processing (docs/data-contract.md §1: samples
 # are millivolts). A QRS complex reaches 0.5-3 mV; the synthetic demo cohort's per-ECG peaks
@@ -41,6 +47,13 @@ class TensorStats:
             f"{self.non_finite} non-finite samples; {self.flat_channels} flat channels; "
             f"{self.out_of_range} ECGs with |x| > {MAX_ABS_MV} mV; max |x| {self.max_abs:.2f} mV"
         )
+
+    def as_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, doc: dict) -> TensorStats:
+        return cls(**doc)
 
 
 def combine_stats(parts: Iterable[TensorStats]) -> TensorStats:
@@ -129,3 +142,36 @@ def systemic_rejections(rejects: pl.DataFrame, manifest: pl.DataFrame) -> pl.Dat
                                                                                   False])
         .select("shard", "reason", "rejected", "listed")
     )
+
+
+def view_stats(storage: Storage, view: str, prefix: str = "tensors"
+               ) -> tuple[TensorStats, int]:
+    """A view's statistics combined from those its index records per part (one read, no
+    samples); a part recorded without them (written before they were) is read and measured.
+    Returns the stats and how many parts had to be read."""
+    index = _index(storage, view, prefix)
+    parts, read = [], 0
+    for shard in sorted(index["shards"]):
+        for entry in index["shards"][shard]:
+            if entry.get("stats"):
+                parts.append(TensorStats.from_json(entry["stats"]))
+            else:
+                parts.append(tensor_stats(tensors.load(storage, entry["path"]).x))
+                read += 1
+    return combine_stats(parts), read
+
+
+def remembered(storage: Storage, rel: str, version: str, compute: Callable[[], dict]
+               ) -> tuple[dict, bool]:
+    """``compute()`` (a JSON-ready result), or the result recorded in ``rel`` for the same
+    ``version`` of what it checks. Returns the result and whether it was reused; a new result
+    replaces the record (a missing or unreadable record is recomputed)."""
+    try:
+        doc = json.loads(storage.read_bytes(rel))
+        if doc.get("version") == version:
+            return doc["result"], True
+    except (FileNotFoundError, ValueError, KeyError, AttributeError):
+        pass
+    result = compute()
+    storage.write_bytes(rel, json.dumps({"version": version, "result": result}).encode())
+    return result, False

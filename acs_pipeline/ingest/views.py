@@ -227,7 +227,8 @@ def finish_view(state: ViewState, storage: Storage, counts: UpdateCounts | None 
     shards = state.shards
     index = {"format": INDEX_FORMAT, "view": state.view, "code_version": state.code_version,
              "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
-                             "sha256": p.sha256} for p in state.parts[s]] for s in shards}}
+                             "sha256": p.sha256, "stats": p.stats}  # stats: not in the version
+                            for p in state.parts[s]] for s in shards}}
     if index != old:  # a no-change run leaves the index (and its timestamp) alone
         storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
     for s in shards:

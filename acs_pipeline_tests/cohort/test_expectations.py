@@ -262,3 +262,12 @@ def test_real_sized_tables_are_fast(clean_report):
     assert failed(report) == {("ecg_metadata", "expect_column_values_to_be_in_set", "ecg_id")}
     assert report.failures()[0].unexpected_examples == ["ecg0000000000"]
     assert report.seconds < 30, report.seconds
+
+
+def test_tables_version_follows_content_and_names():
+    from acs_pipeline.cohort.expectations import tables_version
+
+    a = {"patient": b"1", "ecg_metadata": b"2"}
+    assert tables_version(a) == tables_version(dict(reversed(a.items())))
+    assert tables_version(a) != tables_version({**a, "patient": b"1 "})
+    assert tables_version(a) != tables_version({"patient": b"2", "ecg_metadata": b"1"})

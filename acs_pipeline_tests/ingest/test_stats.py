@@ -1,17 +1,25 @@
-"""Numeric tensor checks, whole or combined from parts."""
+"""Numeric tensor checks, whole or combined from parts (recorded beside each part at ingest),
+and check results remembered by version."""
+
+import json
 
 import numpy as np
 import polars as pl
 
+from acs_pipeline.ingest.read import load_view, view_version
 from acs_pipeline.ingest.stats import (
     MAX_ABS_MV,
     SYSTEMIC_FRACTION,
     SYSTEMIC_MIN,
     amplitude_problems,
     combine_stats,
+    remembered,
     systemic_rejections,
     tensor_stats,
+    view_stats,
 )
+from acs_pipeline.io.storage import Storage
+from acs_pipeline_tests.ingest.raw_tree import beat_train, npz_bytes, run, write_tree
 
 
 def test_stats_count_non_finite_flat_and_out_of_range():
@@ -70,3 +78,47 @@ def test_rejections_are_systemic_only_beyond_one_percent_and_a_few_files():
                                          "reason": ["amplitude"] * n})])
     assert systemic_rejections(many, manifest).to_dicts() == [
         {"shard": "bb", "reason": "amplitude", "rejected": n, "listed": 600}]
+
+
+def test_view_stats_come_from_the_parts_records_and_equal_a_full_read(tmp_path):
+    write_tree(tmp_path / "raw")
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    run(source, storage)
+    # a second part in one shard: stats of carried and new rows are recorded too
+    new = tmp_path / "raw/ecg-waveforms-npz/ab/ab12345678.npz"
+    new.write_bytes(npz_bytes(beat_train(np.random.default_rng(5)) * 3))
+    _, _, rep = run(source, storage)
+    whole = tensor_stats(load_view(storage, "ecg_3by4").x)
+    got, parts_read = view_stats(storage, "ecg_3by4")
+    assert parts_read == 0 and rep.parts == 4
+    assert got == whole and got.rows == rep.rows == 10
+    # A part recorded without stats (written before they were) is read and measured.
+    rel = "tensors/ecg_3by4/_index.json"
+    index = json.loads(storage.read_bytes(rel))
+    version = view_version(storage, "ecg_3by4")
+    next(iter(index["shards"].values()))[0]["stats"] = None
+    storage.write_bytes(rel, json.dumps(index).encode())
+    assert view_stats(storage, "ecg_3by4") == (whole, 1)
+    assert view_version(storage, "ecg_3by4") == version  # stats are not in the version
+    # A recorded part with a bad value shows in the combined stats.
+    index["shards"]["b0"][0]["stats"]["non_finite"] = 3
+    storage.write_bytes(rel, json.dumps(index).encode())
+    assert view_stats(storage, "ecg_3by4")[0].non_finite == 3
+
+
+def test_remembered_reuses_a_result_only_for_the_same_version(tmp_path):
+    storage = Storage(str(tmp_path))
+    calls = []
+
+    def compute() -> dict:
+        calls.append(1)
+        return {"passed": True, "n": len(calls)}
+
+    rel = "checks/x.json"
+    assert remembered(storage, rel, "v1", compute) == ({"passed": True, "n": 1}, False)
+    assert remembered(storage, rel, "v1", compute) == ({"passed": True, "n": 1}, True)
+    assert remembered(storage, rel, "v2", compute) == ({"passed": True, "n": 2}, False)
+    assert remembered(storage, rel, "v1", compute) == ({"passed": True, "n": 3}, False)
+    storage.write_bytes(rel, b"{not json")
+    assert remembered(storage, rel, "v1", compute) == ({"passed": True, "n": 4}, False)
+    assert len(calls) == 4

@@ -23,6 +23,7 @@ from acs_pipeline.defs.common import (
     transient_only,
 )
 from acs_pipeline.defs.resources import PipelineSettings, RawDataResource, StorageResource
+from acs_pipeline.ingest.stats import remembered
 from acs_pipeline.ingest.transform import REJECT_SCHEMA, VIEWS
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
@@ -77,21 +78,37 @@ def read_clinical(storage: Storage) -> dict[str, pl.DataFrame]:
             for name in tables.TABLES}
 
 
+def _validate(st: Storage) -> dict:
+    from acs_pipeline.cohort.expectations import validate_tables
+
+    report = validate_tables(read_clinical(st))
+    return {"passed": report.success, "markdown": report.markdown(),
+            "structural": any(o.expectation == "expect_column_to_exist"
+                              for o in report.failures()),
+            "result": report.as_metadata()}
+
+
 @dg.asset_check(asset=clinical_tables, blocking=False,
                 description="Great Expectations suites: columns, id patterns, unique keys, "
                             "label values, age range, ACS implies cath, join coverage. Not "
                             "blocking: `cohort` quarantines the rows these find (a WARN); a "
-                            "structural fault already failed `clinical_tables`.")
+                            "structural fault already failed `clinical_tables`. Tables "
+                            "validated before (same content) reuse that result (reused: true).")
 def clinical_tables_expectations(storage: StorageResource) -> dg.AssetCheckResult:
-    from acs_pipeline.cohort.expectations import validate_tables
+    from acs_pipeline.cohort.expectations import tables_version
 
-    report = validate_tables(read_clinical(storage.get()))
-    structural = any(o.expectation == "expect_column_to_exist" for o in report.failures())
+    st = storage.get()
+    version = tables_version({name: st.read_bytes(CLINICAL.format(name=name))
+                              for name in tables.TABLES})
+    found, reused = remembered(st, "checks/tables/clinical_tables_expectations.json", version,
+                               lambda: _validate(st))
     return dg.AssetCheckResult(
-        passed=report.success, description=report.markdown()[:2000],
-        severity=dg.AssetCheckSeverity.ERROR if structural else dg.AssetCheckSeverity.WARN,
-        metadata={"summary": dg.MetadataValue.md(report.markdown()),
-                  "result": dg.MetadataValue.json(report.as_metadata())})
+        passed=found["passed"], description=found["markdown"][:2000],
+        severity=dg.AssetCheckSeverity.ERROR if found["structural"]
+        else dg.AssetCheckSeverity.WARN,
+        metadata={"summary": dg.MetadataValue.md(found["markdown"]),
+                  "result": dg.MetadataValue.json(found["result"]), "reused": reused,
+                  "checked_version": version})
 
 
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="2",

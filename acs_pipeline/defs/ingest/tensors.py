@@ -1,5 +1,6 @@
 """The graph-backed tensor assets (plan -> parallel shard updates -> index) and their checks."""
 
+import hashlib
 import time
 import warnings
 from dataclasses import asdict
@@ -16,8 +17,8 @@ from acs_pipeline.defs.common import (
     transient_only,
 )
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
-from acs_pipeline.ingest.read import iter_view, view_rows
-from acs_pipeline.ingest.stats import combine_stats, systemic_rejections, tensor_stats
+from acs_pipeline.ingest.read import view_rows, view_version
+from acs_pipeline.ingest.stats import remembered, systemic_rejections, view_stats
 from acs_pipeline.ingest.transform import VIEWS, rejects_frame
 from acs_pipeline.ingest.views import (
     IngestReport,
@@ -122,29 +123,56 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     return plan, update, index
 
 
-def _tensor_check(storage: Storage, view: str, prefix: str,
-                  manifest_rel: str) -> dg.AssetCheckResult:
-    """Fails for a fault of the view, not of single files (those are quarantined at ingest):
-    wrong shape, no rows, a stored sample non-finite or out of range, or a systemic rejection
-    (one reason for more than 1 % of a shard's files, see ``stats.systemic_rejections``)."""
-    stats = combine_stats(tensor_stats(part.x) for part in iter_view(storage, view, prefix))
+TENSOR_CHECK_VERSION = "1"  # bump when what tensor_values checks changes: results recomputed
+
+
+def _checked_version(storage: Storage, view: str, prefix: str, manifest_rel: str) -> str:
+    """What tensor_values' result depends on: the view's content (its index), its rejections,
+    the manifest (for systemic rejections) and the check itself."""
+    h = hashlib.sha256(f"{TENSOR_CHECK_VERSION}\n{view_version(storage, view, prefix)}\n"
+                       .encode())
+    for rel in (f"{prefix}/{view}/_rejects.parquet", manifest_rel):
+        h.update(hashlib.sha256(storage.read_bytes(rel)).digest())
+    return h.hexdigest()[:16]
+
+
+def _tensor_values(storage: Storage, view: str, prefix: str, manifest_rel: str) -> dict:
+    stats, parts_read = view_stats(storage, view, prefix)
     rejects = frames.read_parquet(storage, f"{prefix}/{view}/_rejects.parquet")
     systemic = systemic_rejections(rejects, frames.read_parquet(storage, manifest_rel))
     description = stats.describe()
     if len(systemic):
         description += "; systemic rejections: " + ", ".join(
             f"shard {s}: {n} of {m} {r}" for s, r, n, m in systemic.head(8).iter_rows())
-    return dg.AssetCheckResult(
-        passed=stats.ok and stats.channels == VIEWS[view] and stats.length == 5000
+    return {
+        "passed": stats.ok and stats.channels == VIEWS[view] and stats.length == 5000
         and not len(systemic),
-        description=description,
-        metadata={"rows": stats.rows, "non_finite": stats.non_finite,
-                  "flat_channels": stats.flat_channels, "out_of_range": stats.out_of_range,
-                  "max_abs_mv": stats.max_abs, "rejected": len(rejects),
-                  "rejected_by_reason": dg.MetadataValue.json(dict(
-                      rejects.group_by("reason").len().sort("reason").iter_rows())),
-                  "systemic": dg.MetadataValue.json(systemic.to_dicts())},
-    )
+        "description": description,
+        "metadata": {"rows": stats.rows, "non_finite": stats.non_finite,
+                     "flat_channels": stats.flat_channels, "out_of_range": stats.out_of_range,
+                     "max_abs_mv": stats.max_abs, "rejected": len(rejects),
+                     "rejected_by_reason": dict(
+                         rejects.group_by("reason").len().sort("reason").iter_rows()),
+                     "systemic": systemic.to_dicts(), "parts_read": parts_read},
+    }
+
+
+def _tensor_check(storage: Storage, view: str, prefix: str,
+                  manifest_rel: str) -> dg.AssetCheckResult:
+    """Fails for a fault of the view, not of single files (those are quarantined at ingest):
+    wrong shape, no rows, a stored sample non-finite or out of range, or a systemic rejection
+    (one reason for more than 1 % of a shard's files, see ``stats.systemic_rejections``).
+
+    Costs O(parts): the statistics recorded per part at ingest are combined (``view_stats``);
+    for a version of the view it has checked before, the recorded result is reused
+    (``reused: true`` in the metadata)."""
+    version = _checked_version(storage, view, prefix, manifest_rel)
+    result, reused = remembered(storage, f"checks/{prefix}/{view}/tensor_values.json", version,
+                                lambda: _tensor_values(storage, view, prefix, manifest_rel))
+    meta = {k: dg.MetadataValue.json(v) if isinstance(v, dict | list) else v
+            for k, v in result["metadata"].items()}
+    return dg.AssetCheckResult(passed=result["passed"], description=result["description"],
+                               metadata={**meta, "reused": reused, "checked_version": version})
 
 
 def _accounting_check(storage: Storage, manifest_rel: str, view: str,
