@@ -1,38 +1,66 @@
-"""Jobs, the weekly schedule, the raw-data sensor and declarative automation."""
+"""Jobs, the weekly schedule, the raw-data sensor and declarative automation.
+
+The jobs that train or predict with a network are built at load time from the GPU launcher
+settings (``ACS_GPU_*``, read by :func:`acs_pipeline.defs.resources.gpu_settings`)."""
+
+from __future__ import annotations
 
 import hashlib
 import json
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
-from acs_pipeline.defs.resources import RawDataResource
+from acs_pipeline.defs.gpu import describe, gpu_run_tags
+from acs_pipeline.defs.resources import GpuLauncherSettings, RawDataResource, gpu_settings
 from acs_pipeline.ingest.manifest import NPZ_DIR
 from acs_pipeline.io.objects import TransientStorageError
 
+if TYPE_CHECKING:
+    from dagster._core.definitions.unresolved_asset_job_definition import (
+        UnresolvedAssetJobDefinition,
+    )
+
 DATA_GROUPS = ("raw", "cohort", "tensors")
-# Runs that train: one at a time on the GPU (docker/dagster.yaml limits runs tagged
-# acs/resource=gpu), and run monitoring stops them after a week.
-GPU_RUN_TAGS = {"acs/resource": "gpu", "dagster/max_runtime": str(7 * 86400)}
+NETWORK_GROUPS = ("models", "predictions")  # steps that train or predict with a network
+# Training runs: run monitoring stops them after a week (its default ceiling is 6 h).
+TRAIN_MAX_RUNTIME = {"dagster/max_runtime": str(7 * 86400)}
+log = dg.get_dagster_logger("acs_pipeline.automation")
 
 ingest_job = dg.define_asset_job(
     "ingest", selection=dg.AssetSelection.groups(*DATA_GROUPS),
-    description="Raw files -> manifest, clinical tables, cohort, validated tensors, quarantine.")
-train_job = dg.define_asset_job(
-    "train", selection=dg.AssetSelection.groups("models"),
-    description="Every model's MACE and ACS checkpoints (GPU pool).",
-    tags=GPU_RUN_TAGS)
-evaluate_job = dg.define_asset_job(
-    "evaluate", selection=dg.AssetSelection.groups("predictions", "evaluation"),
-    description="Predictions, the evaluation report and the leaderboard submission.")
-full_job = dg.define_asset_job(
-    "full", selection=dg.AssetSelection.all(),
-    description="The whole benchmark, raw data to report.",
-    tags=GPU_RUN_TAGS)
+    description="Raw files -> manifest, clinical tables, cohort, validated tensors, quarantine "
+                "(CPU run task).")
 
-weekly_full = dg.ScheduleDefinition(
-    name="weekly_full", job=full_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
-    default_status=dg.DefaultScheduleStatus.STOPPED,
-    description="Re-runs the whole benchmark every Monday 03:00 UTC (turn on where deployed).")
+
+def gpu_jobs(gpu: GpuLauncherSettings) -> list[UnresolvedAssetJobDefinition]:
+    """`train`, `evaluate` and `full`: they train or predict with a network, so they carry the
+    GPU queue tag and the launcher's GPU tags (:mod:`acs_pipeline.defs.gpu`)."""
+    tags, where = gpu_run_tags(gpu), describe(gpu)
+    return [
+        dg.define_asset_job(
+            "train", selection=dg.AssetSelection.groups("models"),
+            description=f"Every model's MACE and ACS checkpoints (GPU pool). {where}",
+            tags=tags | TRAIN_MAX_RUNTIME),
+        dg.define_asset_job(
+            "evaluate", selection=dg.AssetSelection.groups("predictions", "evaluation"),
+            description="Predictions (the networks on the validation split and the holdout), "
+                        f"the evaluation report and the leaderboard submission. {where}",
+            tags=tags),
+        dg.define_asset_job(
+            "full", selection=dg.AssetSelection.all(),
+            description=f"The whole benchmark, raw data to report. {where}",
+            tags=tags | TRAIN_MAX_RUNTIME),
+    ]
+
+
+def weekly_full(full_job: UnresolvedAssetJobDefinition) -> dg.ScheduleDefinition:
+    """Every Monday 03:00 UTC, a `full` run (with the job's GPU tags); stopped by default."""
+    return dg.ScheduleDefinition(
+        name="weekly_full", job=full_job, cron_schedule="0 3 * * 1", execution_timezone="UTC",
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description="Re-runs the whole benchmark every Monday 03:00 UTC (turn on where "
+                    "deployed); its runs carry the `full` job's GPU tags.")
 
 
 def shard_digests(objects) -> dict[str, str]:
@@ -81,3 +109,18 @@ automation_sensor = dg.AutomationConditionSensorDefinition(
     default_status=dg.DefaultSensorStatus.STOPPED,
     description="Evaluates the assets' automation conditions (off by default; turn on where "
                 "deployed).")
+
+
+def automation_defs(gpu: GpuLauncherSettings) -> dg.Definitions:
+    """Jobs, schedule and sensors with ``gpu``'s launcher tags on the network jobs."""
+    train, evaluate, full = gpu_jobs(gpu)
+    return dg.Definitions(jobs=[ingest_job, train, evaluate, full],
+                          schedules=[weekly_full(full)],
+                          sensors=[raw_data_sensor, automation_sensor])
+
+
+@dg.definitions
+def automation() -> dg.Definitions:
+    gpu = gpu_settings()
+    log.info("acs_pipeline jobs train/evaluate/full: %s", describe(gpu))
+    return automation_defs(gpu)

@@ -13,9 +13,10 @@ cohort's paths explicitly; nothing else falls back to ``./.demo``. ``ACS_HOLDOUT
 import json
 import os
 from collections.abc import Mapping
+from typing import Literal
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from acs_pipeline.io.storage import Storage
 
@@ -155,6 +156,78 @@ class PipelineSettings(dg.ConfigurableResource):
         description="The authors' released weights, a directory or s3:// prefix "
         "(ACS_RELEASED_WEIGHTS_URI); none -> the released assets are skipped.",
     )
+
+
+class GpuLauncherSettings(BaseModel):
+    """Where runs that train or predict with a network run (``ACS_GPU_*``, read at load time);
+    ``acs_pipeline/defs/gpu.py`` turns them into the run launcher's tags."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    launcher: Literal["none", "ecs", "k8s"] = Field(
+        default="none", description="ACS_GPU_LAUNCHER: 'ecs' (EcsRunLauncher), 'k8s' "
+        "(K8sRunLauncher) or 'none' (no launcher tags: runs use the launcher's default task).")
+    capacity_provider: str | None = Field(
+        default=None, description="ACS_GPU_CAPACITY_PROVIDER: ECS capacity provider of the GPU "
+        "instances (stack output GpuCapacityProviderName); required with 'ecs'.")
+    task_definition: str | None = Field(
+        default=None, description="ACS_GPU_TASK_DEFINITION: ECS GPU run task definition, family "
+        "or ARN (stack output GpuTaskDefinitionArn); required with 'ecs'.")
+    cpu: int = Field(default=7168, gt=0, description="ACS_GPU_CPU: CPU units (1024 = 1 vCPU).")
+    memory_mib: int = Field(default=28672, gt=0, description="ACS_GPU_MEMORY: MiB.")
+    gpus: int = Field(default=1, gt=0, description="ACS_GPU_COUNT: GPUs per run.")
+    node_selector: dict[str, str] = Field(
+        default={"acs/node-pool": "gpu"},
+        description="ACS_GPU_NODE_SELECTOR (JSON object): Kubernetes node selector.")
+    tolerations: list[dict[str, str]] = Field(
+        default=[{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+        description="ACS_GPU_TOLERATIONS (JSON list): Kubernetes tolerations.")
+    image: str | None = Field(
+        default=None, description="ACS_GPU_IMAGE: Kubernetes only, the GPU image of the code "
+        "(ECS takes it from the GPU task definition).")
+
+
+GPU_VARIABLES = {
+    "launcher": "ACS_GPU_LAUNCHER", "capacity_provider": "ACS_GPU_CAPACITY_PROVIDER",
+    "task_definition": "ACS_GPU_TASK_DEFINITION", "cpu": "ACS_GPU_CPU",
+    "memory_mib": "ACS_GPU_MEMORY", "gpus": "ACS_GPU_COUNT",
+    "node_selector": "ACS_GPU_NODE_SELECTOR", "tolerations": "ACS_GPU_TOLERATIONS",
+    "image": "ACS_GPU_IMAGE",
+}  # fmt: skip
+
+
+def gpu_settings_from_env(env: Mapping[str, str]) -> GpuLauncherSettings:
+    """The GPU launcher settings from ``ACS_GPU_*``; unset -> launcher 'none'. A bad value, or
+    'ecs' without its capacity provider and task definition, is an error naming the variable."""
+    values: dict = {}
+    for field, variable in GPU_VARIABLES.items():
+        raw = (env.get(variable) or "").strip()
+        if not raw:
+            continue
+        if field in ("node_selector", "tolerations"):
+            try:
+                values[field] = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"{variable} is not JSON: {exc}") from exc
+        else:
+            values[field] = raw.lower() if field == "launcher" else raw
+    try:
+        settings = GpuLauncherSettings(**values)
+    except ValidationError as exc:
+        bad = ", ".join(GPU_VARIABLES[str(e["loc"][0])] + f": {e['msg']}" for e in exc.errors())
+        raise ValueError(f"invalid GPU launcher settings: {bad}") from exc
+    if settings.launcher == "ecs":
+        missing = [GPU_VARIABLES[f] for f in ("capacity_provider", "task_definition")
+                   if getattr(settings, f) is None]
+        if missing:
+            raise MissingSettingError(
+                f"ACS_GPU_LAUNCHER=ecs needs {' and '.join(missing)} (the stack outputs "
+                "GpuCapacityProviderName and GpuTaskDefinitionArn).")
+    return settings
+
+
+def gpu_settings() -> GpuLauncherSettings:
+    """The GPU launcher settings of this process's environment."""
+    return gpu_settings_from_env(os.environ)
 
 
 def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:

@@ -13,9 +13,10 @@ import pytest
 from dagster._utils.schedules import cron_string_iterator
 
 from acs_pipeline.definitions import defs
-from acs_pipeline.defs.automation import DATA_GROUPS, raw_data_sensor, shard_digests, weekly_full
+from acs_pipeline.defs.automation import DATA_GROUPS, NETWORK_GROUPS, raw_data_sensor, shard_digests
+from acs_pipeline.defs.gpu import ECS_TAGS, K8S_TAG
 from acs_pipeline.defs.models.assets import MODELS
-from acs_pipeline.defs.resources import RawDataResource
+from acs_pipeline.defs.resources import GPU_VARIABLES, MissingSettingError, RawDataResource
 from acs_pipeline.ingest.manifest import NPZ_DIR
 from acs_pipeline.io.objects import StorageAccessError, StorageError, StoredObject
 from acs_pipeline_tests.s3_fixtures import s3_client
@@ -25,12 +26,25 @@ INGEST_ASSETS = {
     "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead",
 }  # fmt: skip
 CHECKPOINTS = {f"{m}/{stage}_checkpoint" for m in MODELS for stage in ("mace", "acs")}
-GPU_JOBS = ("train", "full")
+GPU_JOBS = ("train", "evaluate", "full")  # they train or predict with a network
+LAUNCHER_TAGS = (*ECS_TAGS, K8S_TAG)
+ECS_ENV = {"ACS_GPU_LAUNCHER": "ecs", "ACS_GPU_CAPACITY_PROVIDER": "acs-pipeline-gpu",
+           "ACS_GPU_TASK_DEFINITION": "arn:aws:ecs:eu-west-1:123456789012:task-definition/gpu:3"}
+
+
+def defs_with(env: dict[str, str]) -> dg.Definitions:
+    """The definitions loaded with ``env`` as the only GPU launcher settings."""
+    with pytest.MonkeyPatch.context() as patch:
+        for variable in GPU_VARIABLES.values():
+            patch.delenv(variable, raising=False)
+        for variable, value in env.items():
+            patch.setenv(variable, value)
+        return defs()
 
 
 @pytest.fixture(scope="module")
 def d() -> dg.Definitions:
-    return defs()
+    return defs_with({})
 
 
 def job_assets(d: dg.Definitions, job: str) -> set[str]:
@@ -62,15 +76,54 @@ def test_jobs_select_the_right_groups(d):
     assert job_assets(d, "full") == set(specs)
 
 
-def test_gpu_jobs_carry_run_tags(d):
+def test_jobs_that_run_networks_are_the_gpu_jobs(d):
+    groups = {s.key.to_user_string(): s.group_name for s in d.resolve_all_asset_specs()}
+    for job in d.resolve_all_job_defs():
+        if job.name.startswith("__"):
+            continue
+        networks = {groups[k] for k in job_assets(d, job.name)} & set(NETWORK_GROUPS)
+        assert (job.name in GPU_JOBS) == bool(networks), job.name
+
+
+def test_without_gpu_settings_jobs_carry_no_launcher_tags(d):
     for name in GPU_JOBS:
-        tags = d.resolve_job_def(name).run_tags
-        assert tags.get("acs/resource") == "gpu", name
-        runtime = tags.get("dagster/max_runtime")
+        job = d.resolve_job_def(name)
+        tags = job.run_tags
+        assert tags.get("acs/resource") == "gpu", name  # the GPU run-queue limit still applies
+        assert not set(tags) & set(LAUNCHER_TAGS), name
+        assert "No GPU launcher configured (ACS_GPU_LAUNCHER unset" in job.description, name
+    for name in ("train", "full"):
+        runtime = d.resolve_job_def(name).run_tags.get("dagster/max_runtime")
         assert isinstance(runtime, str), name
         assert float(runtime) >= 86400, f"{name}: max_runtime {runtime!r} s is under a day"
-    for name in ("ingest", "evaluate"):
-        assert "acs/resource" not in d.resolve_job_def(name).run_tags, name
+    assert "dagster/max_runtime" not in d.resolve_job_def("evaluate").run_tags
+    assert d.resolve_job_def("ingest").run_tags == {}
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    (ECS_ENV, set(ECS_TAGS)),
+    ({"ACS_GPU_LAUNCHER": "k8s"}, {K8S_TAG}),
+])  # fmt: skip
+def test_gpu_settings_put_launcher_tags_on_the_gpu_jobs_only(env, expected):
+    loaded = defs_with(env)
+    for name in GPU_JOBS:
+        job = loaded.resolve_job_def(name)
+        assert set(job.run_tags) & set(LAUNCHER_TAGS) == expected, name
+        assert job.run_tags["acs/resource"] == "gpu", name
+        assert "No GPU launcher" not in job.description, name
+    assert loaded.resolve_job_def("ingest").run_tags == {}
+    if env is ECS_ENV:
+        kwargs = json.loads(loaded.resolve_job_def("full").run_tags["ecs/run_task_kwargs"])
+        assert kwargs["taskDefinition"] == ECS_ENV["ACS_GPU_TASK_DEFINITION"]
+        assert "acs-pipeline-gpu" in loaded.resolve_job_def("train").description
+
+
+def test_ecs_without_its_names_fails_to_load_naming_them():
+    with pytest.raises(Exception, match="automation.py") as failed:  # Dagster names the file
+        defs_with({"ACS_GPU_LAUNCHER": "ecs"})
+    cause = failed.value.__cause__
+    assert isinstance(cause, MissingSettingError)
+    assert "needs ACS_GPU_CAPACITY_PROVIDER and ACS_GPU_TASK_DEFINITION" in str(cause)
 
 
 def test_training_assets_use_the_gpu_pool_and_retry(d):
@@ -100,7 +153,8 @@ def test_weekly_schedule_requests_a_full_run(d):
     assert request.tags.get("dagster/schedule_name") == "weekly_full"
 
 
-def test_weekly_schedule_cron_is_weekly():
+def test_weekly_schedule_cron_is_weekly(d):
+    weekly_full = d.resolve_schedule_def("weekly_full")
     start = datetime(2026, 1, 1, tzinfo=UTC).timestamp()
     ticks = []
     for t in cron_string_iterator(start, weekly_full.cron_schedule, weekly_full.execution_timezone):
