@@ -101,3 +101,14 @@ def test_bad_settings_name_the_variable(env: dict[str, str], message: str):
         gpu_settings_from_env(env)
     if "needs" in message or "CAPACITY" in message:
         assert isinstance(failed.value, MissingSettingError)
+
+
+def test_helm_values_give_the_code_server_the_k8s_gpu_settings():
+    values = yaml.safe_load((ROOT / "docker" / "k8s" / "values.yaml").read_text())
+    (deployment,) = values["dagster-user-deployments"]["deployments"]
+    env = {e["name"]: e["value"] for e in deployment["env"]}
+    config = json.loads(gpu_run_tags(gpu_settings_from_env(env))[K8S_TAG])
+    image = config["container_config"].pop("image")
+    assert config == documented_k8s_tag()
+    assert image.split(":")[0] == deployment["image"]["repository"]
+    assert ":gpu-" in image and not image.endswith(deployment["image"]["tag"])
