@@ -8,7 +8,8 @@ draws its own shard of every epoch's batches.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Sequence
+import mmap
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -52,6 +53,28 @@ def _as_labels(y: np.ndarray | None, n: int, split: str) -> np.ndarray | None:
     return yf
 
 
+@dataclass(frozen=True)
+class MappedFile:
+    """Where a read-only memory-mapped array lives: file, byte offset, dtype, shape."""
+
+    path: str
+    offset: int
+    dtype: str
+    shape: tuple[int, ...]
+
+
+def _mapped_file(x: np.ndarray) -> MappedFile | None:
+    """The file span behind a C-contiguous read-only ``np.memmap`` (or a contiguous slice of
+    one), else ``None``."""
+    mm = getattr(x, "_mmap", None)
+    if not isinstance(x, np.memmap) or mm is None or not x.filename or x.flags.writeable \
+            or not x.flags.c_contiguous:
+        return None
+    start = x.offset - x.offset % mmap.ALLOCATIONGRANULARITY  # where numpy's mapping begins
+    base = np.frombuffer(mm, dtype=np.uint8).ctypes.data
+    return MappedFile(str(x.filename), start + x.ctypes.data - base, x.dtype.str, x.shape)
+
+
 class ArrayDataset(Dataset):
     """(N, C, L) samples and optional (N,) 0/1 labels over numpy arrays, without copying them.
 
@@ -77,6 +100,22 @@ class ArrayDataset(Dataset):
         self.y = _as_labels(y, len(x), split)
         self.split = split
         self.out_dtype = np.dtype(out_dtype) if out_dtype is not None else x.dtype
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a memory-mapped file travels by name (DDP's spawned ranks map the same local copy
+        # instead of receiving the samples pickled)
+        state = dict(self.__dict__)
+        mapped = _mapped_file(self.x)
+        if mapped is not None:
+            state["x"] = mapped
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        if isinstance(state["x"], MappedFile):
+            m = state["x"]
+            state["x"] = np.memmap(m.path, dtype=np.dtype(m.dtype), mode="r", offset=m.offset,
+                                   shape=m.shape)
+        self.__dict__.update(state)
 
     def _convert(self, a: np.ndarray) -> Tensor:
         # numpy's float16 -> float32 conversion beats torch's on CPU; a gathered batch is
@@ -293,6 +332,17 @@ def check_trainable(y_train: np.ndarray, y_val: np.ndarray, min_pos: int = 2) ->
 
 
 @dataclass(frozen=True)
+class StageRows:
+    """A stage's train and validation rows (ECG ids and labels), before any tensor is read."""
+
+    train_ids: np.ndarray
+    train_y: np.ndarray
+    val_ids: np.ndarray
+    val_y: np.ndarray
+    missing_tensors: int
+
+
+@dataclass(frozen=True)
 class StageData:
     """A stage's train and validation rows: ECG ids, tensors, labels."""
 
@@ -312,9 +362,10 @@ class StageData:
         }
 
 
-def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
-               max_train: int | None = None, seed: int = 0) -> StageData:
-    """Rows of a stage's cohort with a label and a tensor, split into train and validation.
+def stage_rows(cohort: pl.DataFrame, have: Collection[str], stage: str,
+               max_train: int | None = None, seed: int = 0) -> StageRows:
+    """Rows of a stage's cohort with a label and a tensor (an id in ``have``), split into train
+    and validation, sorted by ecg_id.
 
     ECGs of the cohort without a tensor (quarantined at ingest) are counted in
     ``missing_tensors``. ``max_train`` subsamples the training rows (smoke profile), seeded.
@@ -322,18 +373,24 @@ def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
     which, label = STAGES[stage]
     rows = cohort.filter((pl.col("cohort") == which) & pl.col("split").is_not_null()
                          & pl.col(label).is_not_null())
-    pos = {e: i for i, e in enumerate(tset.ecg_ids.tolist())}
-    have = rows.filter(pl.col("ecg_id").is_in(list(pos)))
+    kept = rows.filter(pl.col("ecg_id").is_in(list(have)))
     out = {}
     for split in ("train", "validation"):
-        part = have.filter(pl.col("split") == split).sort("ecg_id")
+        part = kept.filter(pl.col("split") == split).sort("ecg_id")
         ids = part["ecg_id"].to_numpy().astype(object)
         y = part[label].to_numpy().astype(np.float32)
         if split == "train" and max_train is not None and len(ids) > max_train:
             keep = np.sort(np.random.default_rng(seed).choice(len(ids), max_train,
                                                               replace=False))
             ids, y = ids[keep], y[keep]
-        idx = np.fromiter((pos[e] for e in ids), dtype=np.int64, count=len(ids))
-        out[split] = (ids, tset.x[idx], y)
-    return StageData(*out["train"], *out["validation"],
-                     missing_tensors=len(rows) - len(have))
+        out[split] = (ids, y)
+    return StageRows(*out["train"], *out["validation"], missing_tensors=len(rows) - len(kept))
+
+
+def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
+               max_train: int | None = None, seed: int = 0) -> StageData:
+    """``stage_rows`` with their tensors from a view held in memory (tests, small views;
+    the pipeline reads only a stage's rows: ``training.stages.load_stage_data``)."""
+    r = stage_rows(cohort, tset.ecg_ids.tolist(), stage, max_train, seed)
+    return StageData(r.train_ids, tset.select(r.train_ids.tolist()).x, r.train_y,
+                     r.val_ids, tset.select(r.val_ids.tolist()).x, r.val_y, r.missing_tensors)

@@ -25,20 +25,26 @@ import io
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import lightning as L
 import numpy as np
+import polars as pl
 import torch
 
+from acs_pipeline.ingest.subset import iter_subset, read_subset, view_ids
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.models.registry import build_model
 from acs_pipeline.training.checkpoint import BEST, LAST
-from acs_pipeline.training.data import STAGES, StageData, check_trainable
+from acs_pipeline.training.data import STAGES, StageData, check_trainable, stage_rows
 from acs_pipeline.training.fit import TrainResult, fit
-from acs_pipeline.training.predict import predict_model
+from acs_pipeline.training.predict import (
+    DEFAULT_PREDICT_MEMORY_MB,
+    predict_model,
+    predict_parts,
+)
 from acs_pipeline.training.recipes import StagePlan, adapt
 
 WEIGHTS = "weights.pt"
@@ -199,8 +205,42 @@ def load_stage_weights(storage: Storage, res: StageResult) -> dict[str, torch.Te
     return torch.load(io.BytesIO(storage.read_bytes(rel)), weights_only=True)
 
 
-def predict_stage(storage: Storage, res: StageResult, x: np.ndarray) -> np.ndarray:
-    """Probabilities of a stage's best weights on (N, C, 5000) tensors."""
+def stage_network(storage: Storage, res: StageResult) -> torch.nn.Module:
+    """A stage's registry network holding its best weights."""
     net = build_model(res.model, res.profile)
     net.load_state_dict(load_stage_weights(storage, res))
-    return predict_model(res.model, net, x)
+    return net
+
+
+def predict_stage(storage: Storage, res: StageResult, x: np.ndarray,
+                  budget_mb: float = DEFAULT_PREDICT_MEMORY_MB) -> np.ndarray:
+    """Probabilities of a stage's best weights on (N, C, 5000) tensors."""
+    return predict_model(res.model, stage_network(storage, res), x, budget_mb)
+
+
+def predict_view(storage: Storage, results: Mapping[str, StageResult], view: str,
+                 ids: Collection[str] | None = None, *, prefix: str = "tensors",
+                 budget_mb: float = DEFAULT_PREDICT_MEMORY_MB
+                 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """Probabilities of each stage in ``results`` (output name -> stage) for the ECGs ``ids``
+    of a view (all when ``None``) that have a tensor, reading the view part by part: the sorted
+    ids found and each name's probabilities. Memory: one part, one batch within ``budget_mb``.
+    """
+    nets = {name: (res.model, stage_network(storage, res)) for name, res in results.items()}
+    return predict_parts(iter_subset(storage, view, ids, prefix), nets, budget_mb)
+
+
+def load_stage_data(storage: Storage, view: str, cohort: pl.DataFrame, stage: str, folder: Path,
+                    *, max_train: int | None = None, seed: int = 0,
+                    prefix: str = "tensors") -> StageData:
+    """A stage's rows (``data.stage_rows``) with their tensors, read part by part from the view
+    into one local file under ``folder`` and memory-mapped: the process holds one part and the
+    pages training touches, and DDP ranks map the same file. ``folder`` must outlive training.
+    """
+    rows = stage_rows(cohort, view_ids(storage, view, prefix), stage, max_train, seed)
+    ids = np.concatenate([rows.train_ids, rows.val_ids]).tolist()
+    folder.mkdir(parents=True, exist_ok=True)
+    x = read_subset(storage, view, ids, prefix, out=folder / f"{stage}-{view}.npy").x
+    n = len(rows.train_ids)
+    return StageData(rows.train_ids, x[:n], rows.train_y, rows.val_ids, x[n:], rows.val_y,
+                     rows.missing_tensors)

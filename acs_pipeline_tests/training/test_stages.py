@@ -140,3 +140,91 @@ def test_work_key_is_one_folder_name():
     for bad in ("", "a/b"):
         with pytest.raises(ValueError, match="work_key"):
             stages.stage_dir("resnet18", "acs", bad)
+
+
+@pytest.fixture(scope="module")
+def view(tmp_path_factory) -> Storage:
+    """A storage root with a 3by4 view of 24 ECGs in several parts (two ingest runs)."""
+    from acs_pipeline.ingest.manifest import build_manifest
+    from acs_pipeline.ingest.views import ingest_view
+    from acs_pipeline_tests.ingest.raw_tree import write_tree
+
+    tmp = tmp_path_factory.mktemp("view")
+    write_tree(tmp / "raw", n=24)
+    source, st = Storage(str(tmp / "raw")), Storage(str(tmp / "store"))
+    manifest, _ = build_manifest(source)
+    ingest_view(source, st, manifest.head(10), "ecg_3by4", code_version="t1")
+    ingest_view(source, st, manifest, "ecg_3by4", code_version="t1")
+    return st
+
+
+def test_load_stage_data_reads_the_stage_rows_part_by_part_into_a_mapped_file(
+        view, tmp_path, monkeypatch):
+    import pickle
+
+    import polars as pl
+
+    from acs_pipeline.ingest import subset
+    from acs_pipeline.ingest.read import load_view
+    from acs_pipeline.training.data import ArrayDataset, stage_data
+    from acs_pipeline_tests.ingest.test_subset import PartCounter
+
+    whole = load_view(view, "ecg_3by4")
+    ids = whole.ecg_ids.tolist()
+    n = len(ids)
+    cohort = pl.DataFrame({
+        "ecg_id": [*ids, "ff00000000"],  # the last has no tensor
+        "cohort": ["tested"] * 16 + ["untested"] * (n - 16) + ["tested"],
+        "split": (["train", "validation"] * n)[:n] + ["train"],
+        "acs": [float(i % 3 == 0) for i in range(n + 1)], "mace": [0.0] * (n + 1)})
+    counter = PartCounter()
+    monkeypatch.setattr(subset.tensors, "load", counter)
+    data = stages.load_stage_data(view, "ecg_3by4", cohort, "acs", tmp_path / "rows")
+    assert counter.most_alive == 1 and data.missing_tensors == 1
+    want = stage_data(cohort, whole, "acs")
+    for f in ("train_ids", "train_x", "train_y", "val_ids", "val_x", "val_y"):
+        np.testing.assert_array_equal(getattr(data, f), getattr(want, f))
+    assert len(data.train_ids) == 8 and isinstance(data.train_x, np.memmap)
+    # DDP's spawned ranks get the file's name, not the samples, and map the same rows
+    ds = ArrayDataset(data.val_x, data.val_y)
+    blob = pickle.dumps(ds)
+    assert len(blob) < 2000 < data.val_x.nbytes
+    np.testing.assert_array_equal(pickle.loads(blob).x, data.val_x)
+
+
+def test_predict_view_predicts_the_asked_ids_part_by_part_in_budget_batches(
+        view, tmp_path, data, fits, monkeypatch):
+    from acs_pipeline.ingest import subset
+    from acs_pipeline.ingest.read import load_view
+    from acs_pipeline.training import predict as predict_mod
+    from acs_pipeline_tests.ingest.test_subset import PartCounter
+
+    st = Storage(str(tmp_path))
+    res = stages.train_stage(st, PLAN, data, work_key="run-a", inputs=INPUTS)
+    monkeypatch.setitem(predict_mod.PREDICT_MB_PER_ECG, "resnet18",
+                        100.0 / predict_mod.MEMORY_MARGIN)
+    batches: list[int] = []
+
+    def recording(model, profile):
+        net = TinyNet()
+        net.register_forward_pre_hook(lambda m, args: batches.append(len(args[0])))
+        return net
+
+    monkeypatch.setattr(stages, "build_model", recording)
+    whole = load_view(view, "ecg_3by4")
+    asked = [*whole.ecg_ids[[20, 3, 11, 7, 15]].tolist(), "ff00000000"]
+    counter = PartCounter()
+    monkeypatch.setattr(subset.tensors, "load", counter)
+    # the view lives under another root than the weights: read each from its own storage
+    monkeypatch.setattr(stages, "iter_subset",
+                        lambda _st, v, ids, prefix: subset.iter_subset(view, v, ids, prefix))
+    ids, probs = stages.predict_view(st, {"acs": res, "again": res}, "ecg_3by4", asked,
+                                     budget_mb=250)
+    assert counter.most_alive == 1
+    assert ids.tolist() == sorted(asked[:-1])  # only the asked ids the view has
+    assert sum(batches) == 2 * 5 and max(batches) <= 2  # 250 MB / 100 MB per ECG
+    net = TinyNet()
+    net.load_state_dict(stages.load_stage_weights(st, res))
+    want = predict(net, whole.select(ids.tolist()).x)
+    np.testing.assert_allclose(probs["acs"], want, rtol=1e-6)
+    np.testing.assert_array_equal(probs["again"], probs["acs"])

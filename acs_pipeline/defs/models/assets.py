@@ -1,6 +1,7 @@
 """Per-model assets: MACE pre-training, ACS fine-tuning, validation and holdout predictions."""
 
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -84,7 +85,6 @@ def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storag
     a retry or a re-execution from failure resumes the crashed attempt's ``last.ckpt``, a new
     run trains from scratch. ``current.json``, written last, hands the result on."""
     from acs_pipeline.training import stages
-    from acs_pipeline.training.data import stage_data
     from acs_pipeline.training.recipes import plan
 
     view = model_spec(model).view
@@ -93,14 +93,14 @@ def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storag
              accelerator=settings.accelerator, devices=settings.devices,
              strategy=settings.strategy, logger=settings.logger,
              tracking_uri=settings.mlflow_tracking_uri, experiment_name=settings.experiment_name)
-    tset = ingest.load_view(st, view)
-    data = stage_data(frames.read_parquet(st, COHORT), tset, stage, max_train=p.max_train,
-                      seed=settings.seed)
-    context.log.info(f"{model}/{stage}: {data.counts()}")
     init_weights = stages.load_stage_weights(st, init) if init else None
     work_key = context.run.root_run_id or context.run_id
-    res = stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
-                             init_weights=init_weights)
+    with tempfile.TemporaryDirectory(prefix="acs-stage-") as tmp:  # the stage's rows, mapped
+        data = stages.load_stage_data(st, view, frames.read_parquet(st, COHORT), stage,
+                                      Path(tmp), max_train=p.max_train, seed=settings.seed)
+        context.log.info(f"{model}/{stage}: {data.counts()}")
+        res = stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
+                                 init_weights=init_weights)
     st.write_bytes(RESULT.format(model=model, stage=stage), res.to_json().encode())
     return dg.MaterializeResult(metadata=_checkpoint_metadata(res),
                                 data_version=dg.DataVersion(res.weights_sha256[:16]))
@@ -146,18 +146,20 @@ def model_assets(model: str) -> list:
         res = read_result(st, model, "acs")
         co = frames.read_parquet(st, COHORT).filter(
             (pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
-        tset = ingest.load_view(st, view)
-        have = co.filter(pl.col("ecg_id").is_in(tset.ecg_ids.tolist()))
-        sub = tset.select(have["ecg_id"].to_list())
-        prob = stages.predict_stage(st, res, sub.x)
-        df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
+        ids, probs = stages.predict_view(st, {"prediction": res}, view, co["ecg_id"].to_list(),
+                                         budget_mb=settings.predict_memory_mb)
+        found = pl.DataFrame({"ecg_id": ids.tolist(), "prediction": probs["prediction"]},
+                             schema={"ecg_id": pl.String, "prediction": pl.Float64})
+        df = co.select("ecg_id", "acs").join(found, on="ecg_id", how="inner",
+                                             maintain_order="left")
+        prob = df["prediction"].to_numpy()
         w = frames.write_csv(st, PREDICTIONS.format(model=model, name="validation"), df)
         from acs_pipeline.evaluation.ranking import auroc
 
         return dg.MaterializeResult(
             metadata=_prediction_metadata(
                 w, auroc=dg.MetadataValue.float(auroc(df["acs"].to_numpy(), prob)),
-                missing_tensors=len(co) - len(have), checkpoint=res.checkpoint_uri),
+                missing_tensors=len(co) - len(df), checkpoint=res.checkpoint_uri),
             data_version=dg.DataVersion(w.version))
 
     @dg.asset(key=[model, "holdout_predictions"], group_name="predictions",
@@ -171,11 +173,10 @@ def model_assets(model: str) -> list:
 
         st = storage.get()
         stages.set_threads(settings.torch_threads)
-        tset = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
-        cols = {}
-        for stage in ("acs", "mace"):
-            cols[stage] = stages.predict_stage(st, read_result(st, model, stage), tset.x)
-        df = pl.DataFrame({"ecg_id": tset.ecg_ids.tolist(), **cols})
+        results = {stage: read_result(st, model, stage) for stage in ("acs", "mace")}
+        ids, cols = stages.predict_view(st, results, view, prefix=HOLDOUT_PREFIX,
+                                        budget_mb=settings.predict_memory_mb)
+        df = pl.DataFrame({"ecg_id": ids.tolist(), **cols})
         w = frames.write_csv(st, PREDICTIONS.format(model=model, name="holdout"), df)
         return dg.MaterializeResult(metadata=_prediction_metadata(w),
                                     data_version=dg.DataVersion(w.version))

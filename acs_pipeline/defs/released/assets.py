@@ -24,7 +24,7 @@ import polars as pl
 from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX
 from acs_pipeline.defs.models.assets import PREDICTIONS
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
-from acs_pipeline.ingest import read as ingest
+from acs_pipeline.ingest.subset import iter_subset
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.models.released import MANIFEST, RELEASED_MODELS, RELEASED_VIEWS, released_label
@@ -124,7 +124,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
     ):
         from acs_pipeline.evaluation.ranking import auroc
         from acs_pipeline.models.released.files import load_imported
-        from acs_pipeline.models.released.predict import predict_released
+        from acs_pipeline.models.released.predict import predict_released_parts
         from acs_pipeline.training import stages
 
         if not settings.released_weights_uri:
@@ -140,14 +140,17 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
             return
         stages.set_threads(settings.torch_threads)
         val = _validation_rows(st)
-        tset = ingest.load_view(st, view)
-        have = val.filter(pl.col("ecg_id").is_in(tset.ecg_ids.tolist())).sort("ecg_id")
-        prob = predict_released(loaded, tset.select(have["ecg_id"].to_list()).x)
-        df = have.select("ecg_id", "acs").with_columns(prediction=pl.Series(prob))
+        budget = settings.predict_memory_mb  # each step reads one part, one batch at a time
+        ids, prob = predict_released_parts(
+            loaded, iter_subset(st, view, val["ecg_id"].to_list()), budget)
+        found = pl.DataFrame({"ecg_id": ids.tolist(), "prediction": prob},
+                             schema={"ecg_id": pl.String, "prediction": pl.Float64})
+        df = val.select("ecg_id", "acs").join(found, on="ecg_id", how="inner").sort("ecg_id")
+        prob = df["prediction"].to_numpy()
         wv = frames.write_csv(st, PREDICTIONS.format(model=model, name=VALIDATION), df)
-        hold = ingest.load_view(st, view, prefix=HOLDOUT_PREFIX)
-        hp = predict_released(loaded, hold.x)
-        hdf = pl.DataFrame({"ecg_id": hold.ecg_ids.tolist(), "acs": hp})
+        hold_ids, hp = predict_released_parts(
+            loaded, iter_subset(st, view, prefix=HOLDOUT_PREFIX), budget)
+        hdf = pl.DataFrame({"ecg_id": hold_ids.tolist(), "acs": hp})
         wh = frames.write_csv(st, PREDICTIONS.format(model=model, name=HOLDOUT), hdf)
         y = df["acs"].to_numpy()
         score = float(auroc(y, prob)) if 0 < y.sum() < len(y) else None
@@ -161,7 +164,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
                 "sha256": wv.sha256,
                 "holdout_sha256": wh.sha256,
                 "auroc": dg.MetadataValue.float(score) if score is not None else "undefined",
-                "missing_tensors": len(val) - len(have),
+                "missing_tensors": len(val) - len(df),
                 "weights_uri": dg.MetadataValue.path(info.source_uri),
                 "weights_sha256": info.sha256,
                 "module": info.registry_name,
