@@ -43,6 +43,7 @@ __all__ = [
     "decimate",
     "hubert_config",
     "hubert_input",
+    "hubert_inputs",
     "weight_norm_spelling",
 ]
 
@@ -244,24 +245,29 @@ def decimate(x: Tensor) -> Tensor:
     return y
 
 
-def hubert_input(x12: Tensor, crop_start: int) -> Tensor:
-    """(B, 12, L) 500-Hz 12-lead ECGs -> (B, 6000) float32 model input: the 2500-sample crop
-    starting at ``crop_start`` of every lead, leads concatenated in order, decimated by 5 as
-    ``scipy.signal.decimate`` does (see module doc), on the input's device (:func:`decimate`:
-    no copy to the CPU, no float64 round trip there)."""
+def hubert_inputs(x12: Tensor, crop_starts: list[int]) -> Tensor:
+    """(B, 12, L) 500-Hz 12-lead ECGs -> (n_crops, B, 6000) float32 model inputs: for each
+    start, the 2500-sample crop of every lead, leads concatenated in order, decimated by 5 as
+    ``scipy.signal.decimate`` does (see module doc). All crops are decimated in one call, on
+    the input's device (:func:`decimate`: no copy to the CPU, no float64 round trip there)."""
     if x12.ndim != 3 or x12.shape[1] != N_LEADS:
         raise HubertInputError(f"expected 12-lead ECGs of shape (B, 12, L), got {tuple(x12.shape)}")
-    length = x12.shape[-1]
-    if not 0 <= crop_start <= length - CROP_SAMPLES:
-        raise HubertInputError(
-            f"crop_start {crop_start} outside [0, {length - CROP_SAMPLES}] for {length} samples"
-        )
-    crop = x12[:, :, crop_start : crop_start + CROP_SAMPLES].reshape(x12.shape[0], -1)
-    finite = torch.isfinite(crop).all(dim=1)
+    b, length = x12.shape[0], x12.shape[-1]
+    for start in crop_starts:
+        if not 0 <= start <= length - CROP_SAMPLES:
+            raise HubertInputError(
+                f"crop_start {start} outside [0, {length - CROP_SAMPLES}] for {length} samples")
+    crops = torch.cat([x12[:, :, s : s + CROP_SAMPLES].reshape(b, -1) for s in crop_starts])
+    finite = torch.isfinite(crops).all(dim=1)
     if not bool(finite.all()):
-        bad = torch.nonzero(~finite).flatten().tolist()
+        bad = sorted({int(i) % b for i in torch.nonzero(~finite).flatten().tolist()})
         raise HubertInputError(f"non-finite samples in the crop of batch rows {bad}")
-    return decimate(crop.detach()).to(torch.float32)
+    return decimate(crops.detach()).to(torch.float32).view(len(crop_starts), b, -1)
+
+
+def hubert_input(x12: Tensor, crop_start: int) -> Tensor:
+    """(B, 12, L) -> (B, 6000): :func:`hubert_inputs` for one crop."""
+    return hubert_inputs(x12, [crop_start])[0]
 
 
 class HubertBinary(nn.Module):
@@ -279,13 +285,14 @@ class HubertBinary(nn.Module):
         self.model = model
         self.n_crops = n_crops
 
-    def _logit(self, x12: Tensor, start: int) -> Tensor:
-        logits = self.model(hubert_input(x12, start))
+    def _logit(self, x: Tensor) -> Tensor:
+        logits = self.model(x)
         return logits[:, 0] - logits[:, 1]
 
     def forward(self, x12: Tensor) -> Tensor:
         length = x12.shape[-1] - CROP_SAMPLES
         if self.training:
-            return self._logit(x12, int(torch.randint(0, length + 1, (1,)).item()))
-        starts = np.linspace(0, length, self.n_crops).astype(int)
-        return torch.stack([self._logit(x12, int(s)) for s in starts]).max(dim=0).values
+            return self._logit(hubert_input(x12, int(torch.randint(0, length + 1, (1,)).item())))
+        starts = [int(s) for s in np.linspace(0, length, self.n_crops).astype(int)]
+        crops = hubert_inputs(x12, starts)  # decimated together, then one model pass per crop
+        return torch.stack([self._logit(c) for c in crops]).max(dim=0).values

@@ -18,6 +18,7 @@ from acs_pipeline.models.hubert import (
     decimate,
     hubert_config,
     hubert_input,
+    hubert_inputs,
 )
 
 REFERENCE = (Path(acs_pipeline.__file__).parent / "models" / "reference"
@@ -207,6 +208,10 @@ def test_device_decimation_equals_scipy_within_float_rounding():
         np.testing.assert_allclose(got.numpy(), want, rtol=0, atol=1e-10)
         torch.testing.assert_close(hubert_input(x, start), scipy_hubert_input(x, start),
                                    rtol=0, atol=1e-6)
+    crops = hubert_inputs(x, [0, 777, 2500])  # decimated in one call
+    assert crops.shape == (3, 6, INPUT_SAMPLES)
+    torch.testing.assert_close(crops, torch.stack([scipy_hubert_input(x, s)
+                                                   for s in (0, 777, 2500)]), rtol=0, atol=1e-6)
     with pytest.raises(HubertInputError, match="multiple of 5"):
         decimate(torch.zeros(1, 3001))
 
@@ -230,6 +235,8 @@ def test_predictions_and_a_training_step_equal_the_scipy_pipeline(smoke_model, m
 
     now = run()
     monkeypatch.setattr(hubert, "hubert_input", scipy_hubert_input)
+    monkeypatch.setattr(hubert, "hubert_inputs", lambda x12, starts: torch.stack(
+        [scipy_hubert_input(x12, s) for s in starts]))
     before = run()
     for a, b in zip(now, before, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
