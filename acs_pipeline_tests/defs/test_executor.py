@@ -1,0 +1,164 @@
+"""The code location's default executor (forkserver, heavy modules preloaded), through the CLI a
+user runs; checks of unchanged data reuse their results; nothing is requested when nothing
+changed."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import dagster as dg
+import pytest
+from dagster._core.system_config.objects import ResolvedRunConfig
+
+from acs_pipeline.definitions import defs
+from acs_pipeline.defs.automation import DATA_GROUPS
+from acs_pipeline.defs.executor import PRELOAD_MODULES, acs_executor
+from acs_pipeline.defs.resources import resources_from_env
+from acs_pipeline_tests.conftest import env_for
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _engine_config(job: dg.JobDefinition, run_config: dict) -> dict:
+    return ResolvedRunConfig.build(job, run_config).execution.execution_engine_config
+
+
+def test_the_default_executor_forks_from_a_preloaded_server_and_config_still_chooses():
+    d = defs()
+    for job in (d.resolve_implicit_global_asset_job_def(), d.resolve_job_def("ingest")):
+        assert job.executor_def is acs_executor
+        default = _engine_config(job, {})["multiprocess"]
+        assert default["start_method"] == {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+        # `make demo` passes in_process; an explicit start method wins over the default
+        assert "in_process" in _engine_config(
+            job, {"execution": {"config": {"in_process": {}}}})
+        spawn = _engine_config(job, {"execution": {"config": {"multiprocess": {
+            "max_concurrent": 3, "start_method": {"spawn": {}}}}}})["multiprocess"]
+        assert spawn["start_method"] == {"spawn": {}} and spawn["max_concurrent"] == 3
+    for module in PRELOAD_MODULES:  # a typo would only show as a forkserver warning
+        __import__(module)
+    # outside the fork server the warm-up module leaves the code location as it is
+    import acs_pipeline.definitions as location
+    assert callable(location.defs) and "acs_pipeline.defs._forkserver" in PRELOAD_MODULES
+
+
+def test_the_fork_server_builds_the_definitions_once_for_its_steps(tmp_path):
+    """What a forked step finds: the definitions already built by the preload."""
+    (tmp_path / "probe.py").write_text(
+        "import multiprocessing as mp\n"
+        "def probe(q):\n"
+        "    import acs_pipeline.definitions as loc\n"
+        "    q.put(type(loc.defs).__name__)\n"
+        "if __name__ == '__main__':\n"
+        "    import acs_pipeline.definitions as loc\n"
+        "    ctx = mp.get_context('forkserver')\n"
+        "    ctx.set_forkserver_preload(['acs_pipeline.defs._forkserver'])\n"
+        "    q = ctx.Queue()\n"
+        "    p = ctx.Process(target=probe, args=(q,))\n"
+        "    p.start(); print(q.get(timeout=300)); p.join()\n"
+        "    print(type(loc.defs).__name__)\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), str(REPO)])}
+    done = subprocess.run([sys.executable, str(tmp_path / "probe.py")], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["Definitions", "LazyDefinitions"]
+
+
+def _cli(env: dict[str, str], select: str) -> subprocess.CompletedProcess:
+    cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
+           "acs_pipeline.definitions", "--select", select]
+    return subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _check_metadata(instance: dg.DagsterInstance, asset: str, check: str) -> dict:
+    record = instance.event_log_storage.get_latest_asset_check_execution_by_key(
+        [dg.AssetCheckKey(dg.AssetKey(asset), check)])[dg.AssetCheckKey(dg.AssetKey(asset),
+                                                                         check)]
+    evaluation = record.event.dagster_event.event_specific_data
+    return {k: v.value for k, v in evaluation.metadata.items()}
+
+
+def test_the_cli_runs_steps_in_forked_processes_and_unchanged_checks_reuse(tiny_cohort,
+                                                                          tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((REPO / "dagster.local.yaml").read_text())
+    env = {**env_for(tiny_cohort, tmp_path / "storage"), "DAGSTER_HOME": str(home)}
+    select = "ecg_manifest,clinical_tables,ecg_3by4"
+    first = _cli(env, select)
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert "multiprocess executor" in first.stdout + first.stderr
+    again = _cli(env, select)
+    assert again.returncode == 0, again.stderr[-3000:]
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        runs = instance.get_runs()
+        assert len(runs) == 2 and all(r.is_success for r in runs)
+        for run in runs:  # each step in a process of its own, forked (not the run's process)
+            events = [r.event_log_entry for r in instance.get_records_for_run(run.run_id).records]
+            run_pid = next(e.dagster_event.pid for e in events if e.dagster_event_type
+                           == dg.DagsterEventType.RUN_START)
+            step_pids = {e.step_key: e.dagster_event.pid for e in events
+                         if e.dagster_event_type == dg.DagsterEventType.STEP_START}
+            assert "ecg_manifest" in step_pids and run_pid not in step_pids.values()
+            assert len(set(step_pids.values())) == len(step_pids)
+        gx = _check_metadata(instance, "clinical_tables", "clinical_tables_expectations")
+        values = _check_metadata(instance, "ecg_3by4", "tensor_values")
+    assert gx["reused"] is True and gx["result"]["expectations"] > 0
+    assert values["reused"] is True and values["rows"] > 0 and values["parts_read"] == 0
+    # the first run computed them, and recorded what it found for this version
+    st = tmp_path / "storage" / "checks"
+    recorded = json.loads((st / "tensors/ecg_3by4/tensor_values.json").read_text())
+    assert recorded["version"] == values["checked_version"]
+    assert recorded["result"]["metadata"]["rows"] == values["rows"]
+
+
+@pytest.fixture
+def ingested(tiny_cohort, tmp_path):
+    env = env_for(tiny_cohort, tmp_path / "storage")
+    env.pop("ACS_HOLDOUT_URI")
+    d = defs()
+    data = dg.AssetSelection.groups(*DATA_GROUPS)
+    with dg.instance_for_test() as instance:
+        result = dg.materialize([*d.assets, *d.asset_checks], selection=data,
+                                resources=resources_from_env(env), instance=instance)
+        assert result.success
+        yield d, data, instance, env
+
+
+def _stale(d: dg.Definitions, instance: dg.DagsterInstance, data: dg.AssetSelection) -> dict:
+    """What the UI's "Materialize changed and missing" would launch: each asset's stale status."""
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    graph = d.resolve_asset_graph()
+    resolver = get_stale_status_resolver(instance, [*d.assets])
+    return {k.to_user_string(): resolver.get_status(k)
+            for k in data.resolve(graph)
+            if resolver.get_status(k) != StaleStatus.FRESH}
+
+
+def test_nothing_is_requested_after_a_full_materialization_or_a_no_change_run(ingested):
+    d, data, instance, env = ingested
+    holdout = dg.AssetSelection.assets("holdout_manifest").downstream()  # no holdout root
+    data = data - holdout
+    assert _stale(d, instance, data) == {}
+    tick = dg.evaluate_automation_conditions(defs=d, instance=instance, asset_selection=data)
+    assert tick.total_requested == 0
+    tick = dg.evaluate_automation_conditions(defs=d, instance=instance, asset_selection=data,
+                                             cursor=tick.cursor)
+    assert tick.total_requested == 0
+    # The listings again with nothing changed: their data versions stay, nothing is stale
+    again = dg.materialize([*d.assets, *d.asset_checks],
+                           selection=dg.AssetSelection.assets("ecg_manifest", "clinical_tables"),
+                           resources=resources_from_env(env), instance=instance)
+    assert again.success
+    assert _stale(d, instance, data) == {}
+    tick = dg.evaluate_automation_conditions(defs=d, instance=instance, asset_selection=data,
+                                             cursor=tick.cursor)
+    print("requested after a no-change listing:",
+          sorted(r.key.to_user_string() for r in tick.results if r.true_subset.size))
