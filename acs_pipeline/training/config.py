@@ -15,7 +15,7 @@ OPTIMIZERS = ("adam", "adamw")
 class TrainConfig:
     """Training settings; the defaults are the benchmark's recipe (use batch 32 for S4).
 
-    The recipe (DATA-CONTRACT section 4): ``BCEWithLogitsLoss`` on one logit, Adam (lr 1e-4,
+    The recipe (docs/data-contract.md §4): ``BCEWithLogitsLoss`` on one logit, Adam (lr 1e-4,
     betas 0.9/0.999), ``ReduceLROnPlateau`` on the validation loss, 50 epochs, bf16 mixed
     precision on a GPU, keep the checkpoint with the best validation AUROC.
 

@@ -1,6 +1,6 @@
 """What a profile says about training model x stage, and the network as training builds it.
 
-``paper`` is the recipe of DATA-CONTRACT section 4: both stages 50 epochs at the model's batch
+``paper`` is the recipe of docs/data-contract.md §4: both stages 50 epochs at the model's batch
 size and learning rate (``models/specs.py``); HuBERT-ECG with AdamW and early stopping.
 ``smoke`` is a CPU-minutes version for the whole graph on the demo cohort (``make demo``).
 """
