@@ -5,7 +5,9 @@ torch's own types only. A checkpoint that pickles a class (the released HuBERT-E
 ``hubert_ecg.HuBERTECGConfig``) loads only when the caller allow-lists that class by its
 ``'module.Class'`` name; it is then rebuilt as an inert ``PickledObject`` stand-in holding the
 pickled attributes, and no code of the original class runs. Any other global (``os.system``
-smuggled in through ``__reduce__``, say) raises ``CheckpointError`` naming it.
+smuggled in through ``__reduce__``, say) raises ``CheckpointError`` naming it. Numpy scalars
+and dtypes (a ``best_val_loss`` saved as ``np.float64``) are data and load by default, under
+both numpy spellings; object dtypes stay refused.
 
 The allow-list is installed with ``torch.serialization.safe_globals`` for the duration of one
 load; that registry is process-wide, so concurrent loads in threads share it.
@@ -21,11 +23,22 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import IO, Any, ClassVar
 
+import numpy as np
 import torch
 from torch import nn
 
-# What the authors' released checkpoints pickle besides tensors and containers.
-RELEASED_CHECKPOINT_GLOBALS: tuple[str, ...] = ("hubert_ecg.HuBERTECGConfig",)
+try:  # numpy >= 2
+    from numpy._core import multiarray as _np_multiarray
+except ImportError:  # pragma: no cover - numpy < 2
+    from numpy.core import multiarray as _np_multiarray  # type: ignore[no-redef]
+
+# What the authors' released checkpoints pickle besides tensors, containers and numpy scalars:
+# the HuBERT-ECG config class (finetune.py) or, with --random_init, transformers' HubertConfig,
+# both read as inert stand-ins.
+RELEASED_CHECKPOINT_GLOBALS: tuple[str, ...] = (
+    "hubert_ecg.HuBERTECGConfig",
+    "transformers.models.hubert.configuration_hubert.HubertConfig",
+)
 
 LIGHTNING_PREFIX = "model."
 
@@ -111,6 +124,30 @@ def _safe_list(allowed: Iterable[Allowed]) -> tuple[list[Any], list[str]]:
     return safe, names
 
 
+def _numpy_scalar(dtype: np.dtype, data: Any = None) -> Any:
+    """numpy's ``multiarray.scalar`` for non-object dtypes only (an object scalar would hand
+    back an arbitrary pickled object)."""
+    if not isinstance(dtype, np.dtype) or dtype.hasobject:
+        raise pickle.UnpicklingError(f"refusing the numpy scalar of dtype {dtype!r}")
+    return _np_multiarray.scalar(dtype, data) if data is not None else _np_multiarray.scalar(dtype)
+
+
+def numpy_globals() -> list[tuple[Callable[..., Any], str]]:
+    """The numpy globals a ``torch.save`` of numpy scalars pickles, under both spellings
+    (``numpy._core`` from numpy 2, ``numpy.core`` before): the scalar constructor (non-object
+    dtypes only), ``numpy.dtype`` and the dtype classes of ``numpy.dtypes`` (numpy 2 pickles
+    e.g. ``numpy.dtypes.Float64DType``); no object dtype."""
+    found: list[tuple[Callable[..., Any], str]] = [
+        (_numpy_scalar, f"numpy.{core}.multiarray.scalar") for core in ("_core", "core")
+    ]
+    found.append((np.dtype, "numpy.dtype"))
+    for name in dir(np.dtypes):
+        cls = getattr(np.dtypes, name)
+        if isinstance(cls, type) and issubclass(cls, np.dtype) and name != "ObjectDType":
+            found.append((cls, f"numpy.dtypes.{name}"))
+    return found
+
+
 def _describe(source: Source) -> str:
     if isinstance(source, bytes | bytearray):
         return f"<{len(source)} bytes>"
@@ -135,16 +172,23 @@ def _offending_globals(source: Source, allowed_names: list[str], message: str) -
     return found
 
 
-def load_checkpoint(path_or_bytes: Source, *, allowed: Iterable[Allowed] = ()) -> dict:
+def load_checkpoint(
+    path_or_bytes: Source, *, allowed: Iterable[Allowed] = (), numpy_scalars: bool = True
+) -> dict:
     """Read a ``torch.save`` / Lightning checkpoint without running pickled code.
 
     ``allowed`` lists extra classes a checkpoint may pickle: a ``'module.Class'`` string maps
     that class to an inert ``PickledObject`` stand-in (use ``RELEASED_CHECKPOINT_GLOBALS`` for the
     authors' released files); a type is trusted and rebuilt as itself; a ``(callable, name)``
-    pair is passed to torch as is. Tensors are loaded onto the CPU.
+    pair is passed to torch as is. ``numpy_scalars`` also accepts numpy scalars and dtypes
+    (``numpy_globals``: data, never an object dtype). Tensors are loaded onto the CPU.
     """
     description = _describe(path_or_bytes)
     safe, allowed_names = _safe_list(allowed)
+    if numpy_scalars:
+        extra = numpy_globals()
+        safe += extra
+        allowed_names += [name for _, name in extra]
     if isinstance(path_or_bytes, str | os.PathLike) and not Path(path_or_bytes).is_file():
         raise CheckpointError(f"{description}: checkpoint file not found")
     handle: Any = (

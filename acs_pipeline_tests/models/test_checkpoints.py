@@ -1,9 +1,12 @@
 import io
 import sys
+import zipfile
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
+from transformers import HubertConfig
 
 from acs_pipeline.models.checkpoints import (
     RELEASED_CHECKPOINT_GLOBALS,
@@ -180,3 +183,63 @@ def test_mismatch_lists_every_problem_sorted():
 def test_paper_weights_do_not_fit_smoke_model():
     with pytest.raises(CheckpointError, match=r"shape mismatches: bn1\.bias"):
         match_state_dict(build_model("ecg_omi"), build_model("resnet18").state_dict())
+
+
+def _respell(raw: bytes, old: bytes, new: bytes) -> bytes:
+    """A torch.save zip whose pickle names ``old`` as ``new`` (protocol-2 GLOBALs are text)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(raw)) as src, zipfile.ZipFile(out, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename.endswith("data.pkl"):
+                assert old in data
+                data = data.replace(old, new)
+            dst.writestr(item, data)
+    return out.getvalue()
+
+
+def test_numpy_scalars_and_dtypes_load_in_both_spellings():
+    buf = io.BytesIO()
+    torch.save({"best_val_loss": np.float64(0.6125), "step": np.int64(7000),
+                "dtype": np.dtype("float32"), "dtype_class": type(np.dtype("float64"))}, buf)
+    raw = buf.getvalue()
+    names = torch.serialization.get_unsafe_globals_in_checkpoint(io.BytesIO(raw))
+    wanted = {"numpy._core.multiarray.scalar", "numpy.dtype", "numpy.dtypes.Float64DType"}
+    assert wanted <= set(names)
+    old = _respell(raw, b"numpy._core.multiarray\nscalar", b"numpy.core.multiarray\nscalar")
+    assert "numpy.core.multiarray.scalar" in torch.serialization.get_unsafe_globals_in_checkpoint(
+        io.BytesIO(old))
+    for data in (raw, old):
+        obj = load_checkpoint(data)
+        assert type(obj["best_val_loss"]) is np.float64 and obj["best_val_loss"] == 0.6125
+        assert type(obj["step"]) is np.int64 and obj["step"] == 7000
+        assert obj["dtype"] == np.dtype("float32") and obj["dtype_class"] is np.dtypes.Float64DType
+    with pytest.raises(CheckpointError, match=r"numpy\._core\.multiarray\.scalar"):
+        load_checkpoint(raw, numpy_scalars=False)
+
+
+def test_object_numpy_scalars_stay_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    buf = io.BytesIO()
+    torch.save({"x": np.float64(1.0)}, buf)
+    # an object-dtype scalar would hand back whatever it wraps: respell the dtype to 'O'
+    raw = buf.getvalue()
+    evil = _respell(raw, b"X\x02\x00\x00\x00f8", b"X\x02\x00\x00\x00O8")
+    with pytest.raises(CheckpointError, match=r"numpy scalar of dtype dtype\('O'\)"):
+        load_checkpoint(evil)
+    assert not marker.exists()
+    torch.save({"x": np.array([Exploit(str(marker))], dtype=object)}, tmp_path / "obj.pt")
+    with pytest.raises(CheckpointError, match=r"refusing to unpickle"):
+        load_checkpoint(tmp_path / "obj.pt")
+    assert not marker.exists()
+
+
+def test_plain_transformers_hubert_config_is_inert_data():
+    buf = io.BytesIO()
+    torch.save({"model_config": HubertConfig(hidden_size=512, num_hidden_layers=8)}, buf)
+    with pytest.raises(CheckpointError, match=r"transformers\.models\.hubert\.configuration_hub"):
+        load_checkpoint(buf.getvalue())
+    config = load_checkpoint(buf.getvalue(), allowed=RELEASED_CHECKPOINT_GLOBALS)["model_config"]
+    assert isinstance(config, PickledObject) and not isinstance(config, HubertConfig)
+    assert config.pickled_name.endswith(".HubertConfig")
+    assert (config.hidden_size, config.num_hidden_layers) == (512, 8)
