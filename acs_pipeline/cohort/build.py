@@ -2,10 +2,12 @@
 
 Follows docs/data-contract.md §2: ACS = ``stent_or_cabg_010_day``, MACE =
 ``macetrop_pos_or_death_030``; included = ``exclude_modeling == False``; tested = included with
-``cath_010_day``. Splits are 70/30 by patient, seeded, separately per cohort, with one vocabulary
-(``train`` / ``validation``). Patients linked by a byte-identical waveform are split together, in
-one cohort or across both, so copies of one waveform never straddle two splits. ECGs that cannot
-enter the cohort are returned as rejections with a reason (:data:`REASONS`).
+``cath_010_day``. Splits are 70/30 by patient, seeded, separately per cohort (``train`` /
+``validation``); a second seeded draw then carves ``selection`` (the patients that choose the
+checkpoint) out of ``train`` only, so the validation split's membership does not depend on it.
+Patients linked by a byte-identical waveform are split together, in one cohort or across both, so
+copies of one waveform never straddle two splits. ECGs that cannot enter the cohort are returned
+as rejections with a reason (:data:`REASONS`).
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import polars as pl
 
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS, ID_PATTERNS, RACE_COLUMNS
 
-SPLITS = ("train", "validation")
+SPLITS = ("train", "selection", "validation")
+SELECTION_FRACTION = 0.2  # of the training patients, per cohort
 COHORTS = ("tested", "untested", "excluded")
 SPLIT_COHORTS = ("tested", "untested")  # the cohorts with a split; tested draws first
 
@@ -75,16 +78,15 @@ def _groups(nodes: np.ndarray, hashes: np.ndarray) -> np.ndarray:
     return np.array([find(p) for p in nodes], dtype=object)
 
 
-def _assign_splits(df: pl.DataFrame, seed: int, validation_fraction: float) -> list[str | None]:
-    """Each tested / untested ECG's split: by patient, seeded, separately per cohort, with the
-    patients that share a waveform in one group. A group whose waveform copies reach both
-    cohorts takes one split everywhere: the one the tested cohort's draw gives it."""
+def _draw(rows: pl.DataFrame, key: str, fraction: float) -> list[bool]:
+    """Whether each row (``cohort``, ``patient_ngsci_id``, ``waveform_sha256``) is drawn: by
+    patient, seeded by ``key``, separately per cohort, with the patients that share a waveform in
+    one group. A group whose waveform copies reach both cohorts takes the tested cohort's draw."""
     sep = "\x00"
-    split: list[str | None] = [None] * len(df)
-    rows = df.with_row_index("_row").filter(pl.col("cohort").is_in(SPLIT_COHORTS))
     nodes = (rows["cohort"] + sep + rows["patient_ngsci_id"].fill_null("")).to_numpy()
     comp = _groups(nodes, rows["waveform_sha256"].to_numpy())
-    fixed: dict[str, str] = {}  # component -> split, for groups already drawn
+    drawn = [False] * len(rows)
+    fixed: dict[str, bool] = {}  # component -> drawn, for groups already drawn
     for name in SPLIT_COHORTS:
         mask = (rows["cohort"] == name).to_numpy()
         if not mask.any():
@@ -95,11 +97,30 @@ def _assign_splits(df: pl.DataFrame, seed: int, validation_fraction: float) -> l
         for c, node in zip(comp[mask], nodes[mask], strict=True):
             patient = node.partition(sep)[2]
             label[c] = min(label.get(c, patient), patient)
-        assign = split_groups(list(label.values()), seed=seed,
-                              validation_fraction=validation_fraction)
-        for i, c in zip(rows["_row"].filter(pl.Series(mask)), comp[mask], strict=True):
-            split[i] = fixed.setdefault(c, assign[label[c]])
-    return split
+        assign = split_groups(list(label.values()), seed=key, validation_fraction=fraction)
+        for i, c in zip(np.flatnonzero(mask), comp[mask], strict=True):
+            drawn[i] = fixed.setdefault(c, assign[label[c]] == "validation")
+    return drawn
+
+
+def assign_splits(df: pl.DataFrame, seed: int, validation_fraction: float = 0.3,
+                  selection_fraction: float = SELECTION_FRACTION) -> pl.DataFrame:
+    """``df`` (a cohort: ``cohort``, ``patient_ngsci_id``, ``waveform_sha256``) with its
+    ``split`` column drawn for ``seed``: ``validation`` first, then ``selection`` carved from the
+    rest (``train``) with a draw of its own, so that the validation split is the same whatever
+    ``selection_fraction``. Rows outside the tested / untested cohorts get no split."""
+    split: list[str | None] = [None] * len(df)
+    rows = df.with_row_index("_row").filter(pl.col("cohort").is_in(SPLIT_COHORTS))
+    val = _draw(rows, str(seed), validation_fraction)
+    for i, v in zip(rows["_row"], val, strict=True):
+        split[i] = "validation" if v else "train"
+    train = rows.filter(~pl.Series(val, dtype=pl.Boolean))
+    if selection_fraction > 0 and len(train):
+        for i, s in zip(train["_row"], _draw(train, f"selection-{seed}", selection_fraction),
+                        strict=True):
+            if s:
+                split[i] = "selection"
+    return df.with_columns(split=pl.Series(split, dtype=pl.String))
 
 
 def _unambiguous(df: pl.DataFrame, key: str) -> tuple[pl.DataFrame, pl.Expr]:
@@ -110,7 +131,8 @@ def _unambiguous(df: pl.DataFrame, key: str) -> tuple[pl.DataFrame, pl.Expr]:
     return rows.filter(~dup), rows.filter(dup)[key].unique().implode()
 
 
-def split_groups(groups: list[str], seed: int, validation_fraction: float = 0.3) -> dict[str, str]:
+def split_groups(groups: list[str], seed: int | str,
+                 validation_fraction: float = 0.3) -> dict[str, str]:
     """Assign each group to ``train`` or ``validation``, deterministically for a seed.
 
     Groups are ordered by a seeded hash, and the first ``round(n * fraction)`` are validation, so
@@ -128,6 +150,7 @@ def build_cohort(
     *,
     seed: int = 0,
     validation_fraction: float = 0.3,
+    selection_fraction: float = SELECTION_FRACTION,
 ) -> tuple[pl.DataFrame, pl.DataFrame]:
     """Join the tables into one row per ECG; return ``(cohort, rejected)``.
 
@@ -245,8 +268,7 @@ def build_cohort(
         .otherwise(pl.col("duplicate_of"))
     )
 
-    split = _assign_splits(df, seed, validation_fraction)
-    df = df.with_columns(split=pl.Series(split, dtype=pl.String))
+    df = assign_splits(df, seed, validation_fraction, selection_fraction)
 
     columns = ["ecg_id", "patient_ngsci_id", "ed_enc_id", "date", "cohort", "split", "acs",
                "mace", "sex", "race", "age", *CLASSICAL_FLAGS, "waveform_sha256",
@@ -258,8 +280,9 @@ def build_cohort(
 
 
 def split_leaks(cohort: pl.DataFrame) -> dict[str, int]:
-    """Count patients in both splits of one cohort, and waveform hashes in both splits of any
-    cohorts (a copy in the untested training set and in the tested validation set leaks)."""
+    """Count patients in two splits (of train / selection / validation) of one cohort, and
+    waveform hashes in two splits of any cohorts (a copy in the untested training set and in the
+    tested validation set leaks)."""
     rows = cohort.filter(pl.col("split").is_not_null())
     out = {}
     for col, by in (("patient_ngsci_id", ["cohort"]), ("waveform_sha256", [])):

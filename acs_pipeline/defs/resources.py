@@ -156,6 +156,13 @@ class PipelineSettings(dg.ConfigurableResource):
         description="The authors' released weights, a directory or s3:// prefix "
         "(ACS_RELEASED_WEIGHTS_URI); none -> the released assets are skipped.",
     )
+    selection: Literal["selection_split", "authors_validation"] = Field(
+        default="selection_split",
+        description="Which ECGs choose each stage's checkpoint (ACS_SELECTION): "
+        "'selection_split' (patients carved from training; the report's validation split stays "
+        "untouched) or 'authors_validation' (the authors' protocol: train on all of training, "
+        "select on the validation split the report scores).",
+    )
 
 
 class GpuLauncherSettings(BaseModel):
@@ -264,6 +271,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
             prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
             released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
+            selection=env.get("ACS_SELECTION") or "selection_split",
         ),
     }
 

@@ -28,6 +28,20 @@ Split = tuple[np.ndarray, np.ndarray]
 # tested cohort
 STAGES = {"mace": ("untested", "mace"), "acs": ("tested", "acs")}
 
+# How the best checkpoint is chosen: selection -> (training splits, the split that selects).
+# ``selection_split`` (default) selects on patients carved from training and leaves the
+# validation split to the report; ``authors_validation`` is the authors' protocol: train on all
+# of training and select on the validation split the report scores (optimistic numbers).
+SELECTIONS = {
+    "selection_split": (("train",), "selection"),
+    "authors_validation": (("train", "selection"), "validation"),
+}
+SELECTION_LABELS = {
+    "selection_split": "checkpoint selected on the selection split (carved from training)",
+    "authors_validation": "checkpoint selected on the validation split (authors' protocol, "
+                          "optimistic)",
+}
+
 
 class TrainingDataError(ValueError):
     """Training inputs have the wrong shape, length or label values."""
@@ -216,30 +230,15 @@ class EpochBatchSampler(Sampler[list[int]]):
         return full + int(rest > 0 and rest >= min(self.min_last_batch, m))
 
 
-def make_loader(
-    dataset: ArrayDataset,
-    batch_size: int,
-    shuffle: bool = False,
-    seed: int = 0,
-    num_workers: int = 0,
-    pin_memory: bool = False,
-    min_last_batch: int = 1,
-    num_replicas: int = 1,
-    rank: int = 0,
-    pad: bool = True,
-) -> DataLoader:
+def make_loader(dataset: ArrayDataset, batch_size: int, shuffle: bool = False, seed: int = 0,
+                num_workers: int = 0, pin_memory: bool = False, min_last_batch: int = 1,
+                num_replicas: int = 1, rank: int = 0, pad: bool = True) -> DataLoader:
     """A DataLoader that fetches each batch with one numpy indexing operation."""
     sampler = EpochBatchSampler(
         len(dataset), batch_size, shuffle, seed, min_last_batch, num_replicas, rank, pad
     )
-    return DataLoader(
-        dataset,
-        batch_size=None,
-        sampler=sampler,
-        num_workers=num_workers,
-        pin_memory=pin_memory,
-        persistent_workers=num_workers > 0,
-    )
+    return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers,
+                      pin_memory=pin_memory, persistent_workers=num_workers > 0)
 
 
 class ECGDataModule(L.LightningDataModule):
@@ -251,16 +250,9 @@ class ECGDataModule(L.LightningDataModule):
     disjoint and complete for validation.
     """
 
-    def __init__(
-        self,
-        train: Split,
-        val: Split,
-        batch_size: int = 64,
-        num_workers: int = 0,
-        seed: int = 0,
-        pin_memory: bool | None = None,
-        device_cast: bool | None = None,
-    ) -> None:
+    def __init__(self, train: Split, val: Split, batch_size: int = 64, num_workers: int = 0,
+                 seed: int = 0, pin_memory: bool | None = None,
+                 device_cast: bool | None = None) -> None:
         super().__init__()
         gpu = torch.cuda.is_available()
         out = None if (gpu if device_cast is None else device_cast) else np.float32
@@ -283,18 +275,8 @@ class ECGDataModule(L.LightningDataModule):
             raise TrainingDataError(
                 f"{ds.split}: {len(ds)} samples cannot be sharded over {replicas} processes"
             )
-        return make_loader(
-            ds,
-            self.batch_size,
-            shuffle,
-            self.seed,
-            self.num_workers,
-            self.pin_memory,
-            min_last,
-            replicas,
-            rank,
-            pad=shuffle,
-        )
+        return make_loader(ds, self.batch_size, shuffle, self.seed, self.num_workers,
+                           self.pin_memory, min_last, replicas, rank, pad=shuffle)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_ds, shuffle=True, min_last=2)
@@ -333,18 +315,21 @@ def check_trainable(y_train: np.ndarray, y_val: np.ndarray, min_pos: int = 2) ->
 
 @dataclass(frozen=True)
 class StageRows:
-    """A stage's train and validation rows (ECG ids and labels), before any tensor is read."""
+    """A stage's train rows and the rows that select its checkpoint (``val_*``; ECG ids and
+    labels), before any tensor is read; ``selection`` names the protocol (:data:`SELECTIONS`)."""
 
     train_ids: np.ndarray
     train_y: np.ndarray
     val_ids: np.ndarray
     val_y: np.ndarray
     missing_tensors: int
+    selection: str = "selection_split"
 
 
 @dataclass(frozen=True)
 class StageData:
-    """A stage's train and validation rows: ECG ids, tensors, labels."""
+    """A stage's train rows and the rows that select its checkpoint (``val_*``): ECG ids,
+    tensors, labels; ``selection`` names the protocol (:data:`SELECTIONS`)."""
 
     train_ids: np.ndarray
     train_x: np.ndarray
@@ -353,44 +338,60 @@ class StageData:
     val_x: np.ndarray
     val_y: np.ndarray
     missing_tensors: int
+    selection: str = "selection_split"
 
     def counts(self) -> dict[str, int]:
         return {
             "train_ecgs": len(self.train_y), "train_positives": int(self.train_y.sum()),
-            "validation_ecgs": len(self.val_y), "validation_positives": int(self.val_y.sum()),
+            # the rows that select the checkpoint: the selection or the validation split
+            "selecting_ecgs": len(self.val_y), "selecting_positives": int(self.val_y.sum()),
             "missing_tensors": self.missing_tensors,
         }
 
 
 def stage_rows(cohort: pl.DataFrame, have: Collection[str], stage: str,
-               max_train: int | None = None, seed: int = 0) -> StageRows:
-    """Rows of a stage's cohort with a label and a tensor (an id in ``have``), split into train
-    and validation, sorted by ecg_id.
+               max_train: int | None = None, seed: int = 0,
+               selection: str = "selection_split") -> StageRows:
+    """Rows of a stage's cohort with a label and a tensor (an id in ``have``): the training rows
+    and the rows that select the checkpoint (``val_*``), each sorted by ecg_id, as the
+    ``selection`` protocol says (:data:`SELECTIONS`: by default train on ``train`` and select on
+    ``selection``; ``authors_validation`` trains on both and selects on ``validation``).
 
     ECGs of the cohort without a tensor (quarantined at ingest) are counted in
     ``missing_tensors``. ``max_train`` subsamples the training rows (smoke profile), seeded.
     """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {sorted(SELECTIONS)}, got {selection!r}")
+    train_splits, select_split = SELECTIONS[selection]
     which, label = STAGES[stage]
     rows = cohort.filter((pl.col("cohort") == which) & pl.col("split").is_not_null()
                          & pl.col(label).is_not_null())
+    if not (rows["split"] == select_split).any():
+        raise TrainingDataError(
+            f"the {which} cohort has no '{select_split}' split to select the {stage} checkpoint "
+            f"(selection {selection!r}); materialize `cohort` again (it carves 'selection' from "
+            "'train') or set ACS_SELECTION=authors_validation")
     kept = rows.filter(pl.col("ecg_id").is_in(list(have)))
     out = {}
-    for split in ("train", "validation"):
-        part = kept.filter(pl.col("split") == split).sort("ecg_id")
+    for name, splits in (("train", train_splits), ("select", (select_split,))):
+        part = kept.filter(pl.col("split").is_in(splits)).sort("ecg_id")
         ids = part["ecg_id"].to_numpy().astype(object)
         y = part[label].to_numpy().astype(np.float32)
-        if split == "train" and max_train is not None and len(ids) > max_train:
+        if name == "train" and max_train is not None and len(ids) > max_train:
             keep = np.sort(np.random.default_rng(seed).choice(len(ids), max_train,
                                                               replace=False))
             ids, y = ids[keep], y[keep]
-        out[split] = (ids, y)
-    return StageRows(*out["train"], *out["validation"], missing_tensors=len(rows) - len(kept))
+        out[name] = (ids, y)
+    return StageRows(*out["train"], *out["select"], missing_tensors=len(rows) - len(kept),
+                     selection=selection)
 
 
 def stage_data(cohort: pl.DataFrame, tset: TensorSet, stage: str,
-               max_train: int | None = None, seed: int = 0) -> StageData:
+               max_train: int | None = None, seed: int = 0,
+               selection: str = "selection_split") -> StageData:
     """``stage_rows`` with their tensors from a view held in memory (tests, small views;
     the pipeline reads only a stage's rows: ``training.stages.load_stage_data``)."""
-    r = stage_rows(cohort, tset.ecg_ids.tolist(), stage, max_train, seed)
+    r = stage_rows(cohort, tset.ecg_ids.tolist(), stage, max_train, seed, selection)
     return StageData(r.train_ids, tset.select(r.train_ids.tolist()).x, r.train_y,
-                     r.val_ids, tset.select(r.val_ids.tolist()).x, r.val_y, r.missing_tensors)
+                     r.val_ids, tset.select(r.val_ids.tolist()).x, r.val_y, r.missing_tensors,
+                     r.selection)

@@ -6,7 +6,8 @@ stage trains at all is the caller's decision (Dagster's code and data versions):
 always trains. It trains into the stage's work folder under the storage root::
 
     models/<model>/<stage>/runs/<work_key>/
-        best.ckpt         the best-validation-AUROC Lightning checkpoint
+        best.ckpt         the Lightning checkpoint with the best AUROC on the rows that
+                          select it (the ``selection`` split by default, ``data.SELECTIONS``)
         weights.pt        its network's state dict, under the benchmark's names
         model_card.md
         last.ckpt         only while the stage is unfinished
@@ -38,7 +39,13 @@ from acs_pipeline.ingest.subset import iter_subset, read_subset, view_ids
 from acs_pipeline.io.storage import Storage
 from acs_pipeline.models.registry import build_model
 from acs_pipeline.training.checkpoint import BEST, LAST
-from acs_pipeline.training.data import STAGES, StageData, check_trainable, stage_rows
+from acs_pipeline.training.data import (
+    SELECTION_LABELS,
+    STAGES,
+    StageData,
+    check_trainable,
+    stage_rows,
+)
 from acs_pipeline.training.fit import TrainResult, fit
 from acs_pipeline.training.predict import (
     DEFAULT_PREDICT_MEMORY_MB,
@@ -88,6 +95,7 @@ class StageResult:
     config: dict
     counts: dict
     inputs: dict = field(default_factory=dict)
+    selection: str = "selection_split"  # the rows that chose the checkpoint (data.SELECTIONS)
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=1, default=str)
@@ -105,7 +113,8 @@ def _model_card(res: StageResult) -> str:
     lines = [f"# {res.model} - {res.stage} stage ({res.profile} profile)", "",
              f"- label: {STAGES[res.stage][1].upper()} on the {STAGES[res.stage][0]} cohort",
              f"- parameters: {res.n_params:,}",
-             f"- best validation AUROC: {res.best_val_auroc:.4f} (loss {res.best_val_loss:.4f})",
+             f"- {SELECTION_LABELS[res.selection]} (`{res.selection}`): best AUROC "
+             f"{res.best_val_auroc:.4f} (loss {res.best_val_loss:.4f})",
              f"- epochs run: {res.epochs_run}, steps: {res.global_step}, wall time "
              f"{res.wall_s:.1f} s, {res.samples_per_s:.1f} samples/s",
              f"- data: {json.dumps(res.counts)}",
@@ -196,7 +205,7 @@ def _result(storage: Storage, p: StagePlan, data: StageData, work_key: str, tr: 
         best_val_loss=float(tr.best_val_loss), epochs_run=tr.epochs_run,
         global_step=tr.global_step, resumed=tr.resumed, wall_s=tr.wall_s,
         samples_per_s=tr.samples_per_s, config=p.config.to_dict(), counts=data.counts(),
-        inputs=dict(inputs))
+        inputs=dict(inputs), selection=data.selection)
 
 
 def load_stage_weights(storage: Storage, res: StageResult) -> dict[str, torch.Tensor]:
@@ -232,15 +241,16 @@ def predict_view(storage: Storage, results: Mapping[str, StageResult], view: str
 
 def load_stage_data(storage: Storage, view: str, cohort: pl.DataFrame, stage: str, folder: Path,
                     *, max_train: int | None = None, seed: int = 0,
-                    prefix: str = "tensors") -> StageData:
+                    prefix: str = "tensors", selection: str = "selection_split") -> StageData:
     """A stage's rows (``data.stage_rows``) with their tensors, read part by part from the view
     into one local file under ``folder`` and memory-mapped: the process holds one part and the
     pages training touches, and DDP ranks map the same file. ``folder`` must outlive training.
     """
-    rows = stage_rows(cohort, view_ids(storage, view, prefix), stage, max_train, seed)
+    rows = stage_rows(cohort, view_ids(storage, view, prefix), stage, max_train, seed,
+                      selection)
     ids = np.concatenate([rows.train_ids, rows.val_ids]).tolist()
     folder.mkdir(parents=True, exist_ok=True)
     x = read_subset(storage, view, ids, prefix, out=folder / f"{stage}-{view}.npy").x
     n = len(rows.train_ids)
     return StageData(rows.train_ids, x[:n], rows.train_y, rows.val_ids, x[n:], rows.val_y,
-                     rows.missing_tensors)
+                     rows.missing_tensors, rows.selection)

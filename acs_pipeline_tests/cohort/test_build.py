@@ -37,14 +37,56 @@ def test_labels_cohorts_and_split_fraction():
     assert len(df) == len(t["ecg_metadata"]) and rej.is_empty()
     excluded = df.filter(pl.col("cohort") == "excluded")
     assert excluded["split"].is_null().all()
-    assert set(df.filter(pl.col("cohort") != "excluded")["split"].unique()) == {
-        "train", "validation"}
+    assert set(df.filter(pl.col("cohort") != "excluded")["split"].unique()) == set(
+        cohort.SPLITS) == {"train", "selection", "validation"}
     assert df.filter(pl.col("cohort") == "untested")["acs"].sum() == 0
     for name in ("tested", "untested"):
         sub = df.filter(pl.col("cohort") == name)
         pats = sub.group_by("patient_ngsci_id").agg(pl.col("split").first())
-        frac = (pats["split"] == "validation").mean()
-        assert abs(frac - 0.3) < 0.02
+        assert abs((pats["split"] == "validation").mean() - 0.3) < 0.02
+        training = pats.filter(pl.col("split") != "validation")
+        assert abs((training["split"] == "selection").mean() - cohort.SELECTION_FRACTION) < 0.02
+    assert cohort.split_leaks(df) == {"patient_ngsci_id": 0, "waveform_sha256": 0}
+
+
+@pytest.mark.parametrize("seed", [0, 7])
+def test_the_validation_split_is_todays_and_selection_comes_from_train_only(seed):
+    """The validation patients are those of today's 70/30 draw (``split_groups`` per cohort),
+    whatever the selection fraction; ``selection`` only takes training patients."""
+    t = make_tables()
+    df, _ = cohort.build_cohort(t, seed=seed)
+    for name in cohort.SPLIT_COHORTS:
+        sub = df.filter(pl.col("cohort") == name)
+        drawn = cohort.split_groups(sub["patient_ngsci_id"].to_list(), seed=seed)
+        want = {p for p, s in drawn.items() if s == "validation"}
+        got = set(sub.filter(pl.col("split") == "validation")["patient_ngsci_id"])
+        assert got == want
+    none, _ = cohort.build_cohort(t, seed=seed, selection_fraction=0.0)
+    assert set(none["split"].drop_nulls()) == {"train", "validation"}
+    both = df.join(none.select("ecg_id", before="split"), on="ecg_id")
+    assert both.filter(pl.col("split") == "selection")["before"].unique().to_list() == ["train"]
+    assert both.filter(pl.col("before") == "validation")["split"].unique().to_list() == [
+        "validation"]
+    more, _ = cohort.build_cohort(t, seed=seed, selection_fraction=0.4)
+    assert (more["split"] == "validation").equals(df["split"] == "validation")
+    assert (more["split"] == "selection").sum() > (df["split"] == "selection").sum()
+
+
+def test_waveform_copies_in_training_go_to_selection_together():
+    """Two training patients linked by a byte-identical waveform, one drawn into selection and
+    one into train on their own, end up in one split: no copy in train and selection."""
+    t = make_tables(n_pat=120)
+    hashes = {e: f"h{i}" for i, e in enumerate(t["ecg_metadata"]["ecg_id"])}
+    df0, _ = cohort.build_cohort(t, hashes, seed=2)
+    inc = df0.filter(pl.col("cohort") == "untested")
+    tr = inc.filter(pl.col("split") == "train")["ecg_id"][0]
+    se = inc.filter(pl.col("split") == "selection")["ecg_id"][0]
+    hashes[se] = hashes[tr]
+    leaky = df0.with_columns(waveform_sha256=pl.col("ecg_id").replace_strict(
+        hashes, default=None))
+    assert cohort.split_leaks(leaky)["waveform_sha256"] == 1
+    df, _ = cohort.build_cohort(t, hashes, seed=2)
+    assert df.filter(pl.col("ecg_id").is_in([tr, se]))["split"].n_unique() == 1
     assert cohort.split_leaks(df) == {"patient_ngsci_id": 0, "waveform_sha256": 0}
 
 
@@ -54,8 +96,12 @@ def test_split_is_seeded_and_order_independent():
     shuffled = {k: v.sample(fraction=1.0, shuffle=True, seed=9) for k, v in t.items()}
     b, _ = cohort.build_cohort(shuffled, seed=5)
     assert a.select("ecg_id", "split").equals(b.select("ecg_id", "split"))
+    assert (a["split"] == "selection").sum() > 0
     c, _ = cohort.build_cohort(t, seed=6)
     assert not a.select("split").equals(c.select("split"))
+    # the cohort alone redraws its splits (how other split seeds are drawn)
+    d = cohort.assign_splits(a, seed=5, selection_fraction=cohort.SELECTION_FRACTION)
+    assert d.select("ecg_id", "split").equals(a.select("ecg_id", "split"))
 
 
 def test_identical_waveforms_of_two_patients_stay_in_one_split():

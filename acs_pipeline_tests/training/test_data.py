@@ -5,17 +5,20 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import pytest
 import torch
 
 from acs_pipeline.training.config import TrainConfig
 from acs_pipeline.training.data import (
+    STAGES,
     ArrayDataset,
     ECGDataModule,
     EpochBatchSampler,
     InsufficientLabelsError,
     TrainingDataError,
     check_trainable,
+    stage_rows,
 )
 from acs_pipeline.training.fit import fit
 from acs_pipeline.training.module import ECGClassifier
@@ -84,3 +87,54 @@ def test_check_trainable_names_split_and_counts(tmp_path: Path) -> None:
     assert not (tmp_path / "run").exists()
     with pytest.raises(TrainingDataError, match="10 samples but 9 labels"):
         fit(TinyNet(), (x, ok[:9]), (x, ok), tmp_path / "run", c)
+
+
+def _cohort() -> pl.DataFrame:
+    """A cohort from ``build_cohort`` (train / selection / validation by patient)."""
+    from acs_pipeline.cohort.build import build_cohort
+    from acs_pipeline_tests.cohort.test_build import make_tables
+
+    df, _ = build_cohort(make_tables(n_pat=300), seed=1)
+    return df
+
+
+@pytest.mark.parametrize("stage", ["acs", "mace"])
+def test_checkpoints_are_selected_on_the_selection_split_by_default(stage: str) -> None:
+    co = _cohort()
+    which, label = STAGES[stage]
+    have = co["ecg_id"].to_list()
+    r = stage_rows(co, have, stage)
+    split = dict(co.select("ecg_id", "split").iter_rows())
+    assert r.selection == "selection_split"
+    assert {split[e] for e in r.val_ids} == {"selection"}
+    assert {split[e] for e in r.train_ids} == {"train"}
+    mine = co.filter((pl.col("cohort") == which) & pl.col(label).is_not_null())
+    assert sorted(r.val_ids) == sorted(mine.filter(pl.col("split") == "selection")["ecg_id"])
+    assert list(r.val_ids) == sorted(r.val_ids) and list(r.train_ids) == sorted(r.train_ids)
+    # the report's ECGs neither train nor select
+    report = set(mine.filter(pl.col("split") == "validation")["ecg_id"])
+    assert not report & (set(r.train_ids) | set(r.val_ids))
+
+
+def test_the_authors_protocol_selects_on_validation_and_trains_on_all_of_training() -> None:
+    co = _cohort()
+    r = stage_rows(co, co["ecg_id"].to_list(), "acs", selection="authors_validation")
+    tested = co.filter(pl.col("cohort") == "tested")
+    split = dict(tested.select("ecg_id", "split").iter_rows())
+    assert r.selection == "authors_validation"
+    assert {split[e] for e in r.val_ids} == {"validation"}
+    assert {split[e] for e in r.train_ids} == {"train", "selection"}
+    assert len(r.train_ids) + len(r.val_ids) == len(tested)
+    y = dict(tested.select("ecg_id", "acs").iter_rows())
+    np.testing.assert_array_equal(r.val_y, [y[e] for e in r.val_ids])
+
+
+def test_stage_rows_name_a_missing_selection_split_and_an_unknown_protocol() -> None:
+    co = _cohort().with_columns(split=pl.col("split").replace("selection", "train"))
+    have = co["ecg_id"].to_list()
+    with pytest.raises(TrainingDataError, match=r"no 'selection' split .*ACS_SELECTION="
+                                                r"authors_validation"):
+        stage_rows(co, have, "acs")
+    assert len(stage_rows(co, have, "acs", selection="authors_validation").val_ids) > 0
+    with pytest.raises(ValueError, match="selection must be one of"):
+        stage_rows(co, have, "acs", selection="validation")

@@ -83,6 +83,20 @@ def test_every_call_trains_and_a_finished_stage_is_never_resumed(tmp_path: Path,
         stages.StageResult.from_json(json.dumps(old))
     card = (tmp_path / "models/resnet18/acs/runs/run-a/model_card.md").read_text()
     assert "ACS on the tested cohort" in card and a.weights_sha256[:16] in card
+    assert a.selection == "selection_split" and "(`selection_split`): best AUROC" in card
+    assert a.counts["selecting_ecgs"] == 24
+
+
+def test_the_result_and_model_card_name_the_authors_protocol(tmp_path: Path, data, fits):
+    from dataclasses import replace
+
+    st = Storage(str(tmp_path))
+    res = stages.train_stage(st, PLAN, replace(data, selection="authors_validation"),
+                             work_key="run-a", inputs=INPUTS)
+    assert res.selection == "authors_validation"
+    assert stages.StageResult.from_json(res.to_json()).selection == "authors_validation"
+    card = (tmp_path / "models/resnet18/acs/runs/run-a/model_card.md").read_text()
+    assert "on the validation split (authors' protocol, optimistic)" in card
 
 
 def test_a_crashed_stage_resumes_with_the_same_work_key(tmp_path: Path, data, fits, monkeypatch):
@@ -175,7 +189,7 @@ def test_load_stage_data_reads_the_stage_rows_part_by_part_into_a_mapped_file(
     cohort = pl.DataFrame({
         "ecg_id": [*ids, "ff00000000"],  # the last has no tensor
         "cohort": ["tested"] * 16 + ["untested"] * (n - 16) + ["tested"],
-        "split": (["train", "validation"] * n)[:n] + ["train"],
+        "split": (["train", "selection", "validation", "train"] * n)[:n] + ["train"],
         "acs": [float(i % 3 == 0) for i in range(n + 1)], "mace": [0.0] * (n + 1)})
     counter = PartCounter()
     monkeypatch.setattr(subset.tensors, "load", counter)
@@ -185,6 +199,12 @@ def test_load_stage_data_reads_the_stage_rows_part_by_part_into_a_mapped_file(
     for f in ("train_ids", "train_x", "train_y", "val_ids", "val_x", "val_y"):
         np.testing.assert_array_equal(getattr(data, f), getattr(want, f))
     assert len(data.train_ids) == 8 and isinstance(data.train_x, np.memmap)
+    split = dict(cohort.select("ecg_id", "split").iter_rows())
+    assert {split[e] for e in data.val_ids} == {"selection"} and len(data.val_ids) == 4
+    authors = stages.load_stage_data(view, "ecg_3by4", cohort, "acs", tmp_path / "authors",
+                                     selection="authors_validation")
+    assert {split[e] for e in authors.val_ids} == {"validation"}
+    assert len(authors.train_ids) == 12 and authors.selection == "authors_validation"
     # DDP's spawned ranks get the file's name, not the samples, and map the same rows
     ds = ArrayDataset(data.val_x, data.val_y)
     blob = pickle.dumps(ds)

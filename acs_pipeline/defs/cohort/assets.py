@@ -111,10 +111,11 @@ def clinical_tables_expectations(storage: StorageResource) -> dg.AssetCheckResul
                   "checked_version": version})
 
 
-@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="2",
+@dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="3",
           deps=[clinical_tables, "ecg_manifest"], automation_condition=EAGER,
           description="One row per ECG: labels, tested/untested, duplicates, patient-level "
-                      "70/30 split per cohort.")
+                      "70/30 train/validation split per cohort, and a seeded 'selection' split "
+                      "(20 % of the training patients) that chooses the checkpoints.")
 def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
            settings: PipelineSettings) -> dg.MaterializeResult:
     st = storage.get()
@@ -135,12 +136,22 @@ def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
     )
 
 
-@dg.asset_check(asset=cohort, blocking=True, description="No patient in two splits of one "
-                "cohort, no waveform copy in two splits of any cohorts.")
+@dg.asset_check(asset=cohort, blocking=True, description="No patient in two of train / "
+                "selection / validation of one cohort, no waveform copy in two splits of any "
+                "cohorts; the ECGs per split, and any split a cohort lacks (training names it).")
 def cohort_split_leaks(storage: StorageResource) -> dg.AssetCheckResult:
     df = frames.read_parquet(storage.get(), COHORT)
     leaks = cohort_lib.split_leaks(df)
-    return dg.AssetCheckResult(passed=not any(leaks.values()), metadata=leaks)
+    sizes = {f"{c}/{s}": n for c, s, n in df.filter(pl.col("split").is_not_null())
+             .group_by("cohort", "split").len().sort("cohort", "split").iter_rows()}
+    missing = [f"{c}/{s}" for c in cohort_lib.SPLIT_COHORTS if f"{c}/train" in sizes
+               for s in cohort_lib.SPLITS if f"{c}/{s}" not in sizes]
+    return dg.AssetCheckResult(
+        passed=not any(leaks.values()),
+        description="; ".join([*(f"{n} {k} in two splits" for k, n in leaks.items() if n),
+                               *(f"no ECG in {m}" for m in missing)]) or None,
+        metadata={**leaks, "split_ecgs": dg.MetadataValue.json(sizes),
+                  "missing_splits": dg.MetadataValue.json(missing)})
 
 
 @dg.asset(group_name="cohort", kinds={"polars", "parquet"}, code_version="2",

@@ -54,7 +54,7 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
             name=m, validation=preds[m]["prediction"].to_numpy(), kind="model",
             ecg_ids=preds[m]["ecg_id"].to_list(),
             lineage=f"{res.checkpoint_uri} (weights sha256 {res.weights_sha256[:12]}, "
-                    f"run {res.work_key}, profile {res.profile})"))
+                    f"run {res.work_key}, profile {res.profile}, selection {res.selection})"))
     released = released_scores(st, settings)  # "<model> (released)" rows, when imported
     scores.extend(released)
     b = preds[BASELINE]

@@ -75,6 +75,7 @@ def _checkpoint_metadata(res: "StageResult") -> dict:
         "samples_per_s": round(res.samples_per_s, 1),
         "work_key": res.work_key,
         "resumed": res.resumed,
+        "selection": res.selection,
         "git_revision": git_revision(),
     }
 
@@ -97,7 +98,8 @@ def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storag
     work_key = context.run.root_run_id or context.run_id
     with tempfile.TemporaryDirectory(prefix="acs-stage-") as tmp:  # the stage's rows, mapped
         data = stages.load_stage_data(st, view, frames.read_parquet(st, COHORT), stage,
-                                      Path(tmp), max_train=p.max_train, seed=settings.seed)
+                                      Path(tmp), max_train=p.max_train, seed=settings.seed,
+                                      selection=settings.selection)
         context.log.info(f"{model}/{stage}: {data.counts()}")
         res = stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
                                  init_weights=init_weights)
@@ -190,13 +192,14 @@ def model_assets(model: str) -> list:
           kinds={"scikitlearn", "csv"}, code_version="1", deps=["cohort"],
           automation_condition=EAGER,
           description="Unpenalised logistic regression on the four classical ECG flags, fit on "
-                      "the tested cohort's training split.")
+                      "the tested cohort's training patients (train and selection splits: "
+                      "nothing to select).")
 def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeResult:
     from acs_pipeline.models.baseline import fit_logistic
 
     st = storage.get()
     co = frames.read_parquet(st, COHORT).filter(pl.col("cohort") == "tested")
-    train = co.filter(pl.col("split") == "train")
+    train = co.filter(pl.col("split").is_in(["train", "selection"]))
     val = co.filter(pl.col("split") == "validation")
     model = fit_logistic(train.select(CLASSICAL_FLAGS).to_numpy().astype(float),
                          train["acs"].to_numpy())
