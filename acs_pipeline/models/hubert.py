@@ -39,6 +39,7 @@ __all__ = [
     "HuBERTForECGClassification",
     "HubertBinary",
     "HubertInputError",
+    "PAPER_DROPOUT",
     "convert_weight_norm_keys",
     "decimate",
     "hubert_config",
@@ -67,6 +68,15 @@ _LEGACY_TO_PARAMETRIZED = {
 }
 
 
+# ``finetune.py``: p = 0.1 + DROPOUT_DYNAMIC_REG_FACTOR (0.05) * model_dropout_mult (-2) = 0.0
+PAPER_DROPOUT: dict[str, float] = {
+    "hidden_dropout": 0.0, "activation_dropout": 0.0, "feat_proj_dropout": 0.0,
+    "final_dropout": 0.0, "attention_dropout": 0.1, "layerdrop": 0.0}
+# Keys of the authors' pretraining checkpoints that fine-tuning drops (``finetune.py`` loads
+# with strict=False; their classification wrapper deletes these modules).
+PRETRAINING_ONLY = ("final_proj.", "label_embedding", "masked_spec_embed")
+
+
 class HubertInputError(ValueError):
     """An input to the HuBERT-ECG pipeline (waveform, crop, labels, size) is not as expected."""
 
@@ -75,14 +85,20 @@ def hubert_config(size: str, smoke: bool = False) -> HubertConfig:
     """The HuBERT-ECG backbone config for ``size`` in {small, base, large}.
 
     ``smoke=True`` gives a tiny model with the same structure (and the same 6000-sample input)
-    for CPU tests: 16 conv channels, hidden 32, 2 layers, a 16-tap positional convolution.
-    Dropouts and LayerDrop stay at transformers' defaults (0.1); masking is off (fine-tuning).
+    for CPU tests: 16 conv channels, hidden 32, 2 layers, a 16-tap positional convolution,
+    whose dropouts and LayerDrop stay at transformers' defaults (0.1). The full sizes take the
+    authors' ACS fine-tuning (``finetune.sh``: ``--model_dropout_mult=-2``,
+    ``--finetuning_layerdrop=0.0``): ``finetune.py`` sets every backbone module named
+    ``*dropout*`` to p = 0.1 + 0.05 * (-2) = 0, i.e. hidden, activation, feature-projection
+    and final dropout 0 (``PAPER_DROPOUT``); attention dropout is a float in transformers'
+    attention, not a module, so it keeps the pretrained config's 0.1; the head's dropout
+    stays 0.1. Masking is off (fine-tuning).
     """
     if size not in _SIZES:
         raise HubertInputError(f"unknown HuBERT-ECG size {size!r}; expected one of {list(_SIZES)}")
     dims = dict(_SIZES[size])
     conv_dim = 512
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(PAPER_DROPOUT)
     if smoke:
         dims = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2}
         conv_dim = 16
@@ -159,6 +175,42 @@ class HuBERTForECGClassification(nn.Module):
             "parametrizations.weight.original0" in k for k in self.hubert_ecg.state_dict()
         )
         self.register_load_state_dict_pre_hook(self._convert_weight_norm)
+
+    def freeze_for_finetuning(self, n_blocks: int) -> None:
+        """Train only the last ``n_blocks`` transformer blocks, the feature projection and the
+        head, as ``finetune.py`` (``set_transformer_blocks_trainable``: the whole encoder frozen,
+        positional convolution and encoder LayerNorm included, then its last ``n_blocks``
+        unfrozen; ``set_feature_extractor_trainable(False)``: the conv feature encoder frozen
+        and, via transformers' ``_freeze_parameters``, run without gradients)."""
+        layers = self.hubert_ecg.encoder.layers
+        if not 0 <= n_blocks <= len(layers):
+            raise HubertInputError(f"n_blocks must be in [0, {len(layers)}], got {n_blocks}")
+        self.hubert_ecg.feature_extractor._freeze_parameters()
+        self.hubert_ecg.encoder.requires_grad_(False)
+        for layer in list(layers)[len(layers) - n_blocks:]:
+            layer.requires_grad_(True)
+
+    def load_pretrained_backbone(self, state: dict[str, Tensor], source: str) -> list[str]:
+        """Load the authors' self-supervised backbone weights (``hubert_ecg_*.pt``'s
+        ``model_state_dict``) into ``hubert_ecg``; the head keeps its initialisation. Every
+        backbone tensor must be there with its shape; the pretraining-only keys
+        (``PRETRAINING_ONLY``) are dropped and returned; any other extra key is an error."""
+        state = convert_weight_norm_keys(dict(state), parametrized=self._parametrized)
+        expected = self.hubert_ecg.state_dict()
+        dropped = sorted(k for k in state if k.startswith(PRETRAINING_ONLY))
+        kept = {k: v for k, v in state.items() if k not in dropped}
+        missing = sorted(set(expected) - set(kept))
+        extra = sorted(set(kept) - set(expected))
+        shapes = sorted(f"{k}: {list(kept[k].shape)} != {list(expected[k].shape)}"
+                        for k in set(kept) & set(expected)
+                        if tuple(kept[k].shape) != tuple(expected[k].shape))
+        if missing or extra or shapes:
+            raise HubertInputError(
+                f"{source} does not fit this HuBERT-ECG backbone (is it the right size?): "
+                f"{len(missing)} missing {missing[:5]}, {len(extra)} unexpected {extra[:5]}, "
+                f"{len(shapes)} shape mismatches {shapes[:5]}")
+        self.hubert_ecg.load_state_dict(kept, strict=True)
+        return dropped
 
     def _convert_weight_norm(self, module: nn.Module, state_dict: dict[str, Any], *_: Any) -> None:
         convert_weight_norm_keys(state_dict, parametrized=self._parametrized)
@@ -284,6 +336,10 @@ class HubertBinary(nn.Module):
         super().__init__()
         self.model = model
         self.n_crops = n_crops
+
+    def freeze_for_finetuning(self, n_blocks: int) -> None:
+        """See :meth:`HuBERTForECGClassification.freeze_for_finetuning`."""
+        self.model.freeze_for_finetuning(n_blocks)
 
     def _logit(self, x: Tensor) -> Tensor:
         logits = self.model(x)

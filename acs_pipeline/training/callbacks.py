@@ -13,7 +13,7 @@ from acs_pipeline.training.module import ECGClassifier
 
 
 class EpochHistory(Callback):
-    """One row per validated epoch (epoch, step, train_loss, val_loss, val_auroc, lr) and the
+    """One row per validation (epoch, step, train_loss, val_loss, val_auroc, lr) and the
     training throughput, kept in the checkpoint so that a resumed run continues the history and
     the parent of spawned DDP workers can read it back from rank 0's ``last.ckpt``."""
 
@@ -45,7 +45,8 @@ class EpochHistory(Callback):
             "val_auroc": pl_module.last_val[1],
             "lr": pl_module.epoch_lr,
         }
-        self.rows = [r for r in self.rows if r["epoch"] != row["epoch"]] + [row]
+        # keyed by step: step-based validation (HuBERT-ECG) may validate twice in an epoch
+        self.rows = [r for r in self.rows if r["step"] != row["step"]] + [row]
 
     def state_dict(self) -> dict[str, Any]:
         # the timing covers this process's run only; it is saved for the parent of spawned DDP

@@ -113,8 +113,7 @@ def fit(
                 net.load_state_dict(dict(init_state_dict), strict=init_strict)
             except RuntimeError as e:
                 raise WeightsError(f"init_state_dict does not fit {type(net).__name__}: {e}") from e
-        module = ECGClassifier(net, config.lr, config.betas, config.weight_decay,
-                               config.optimizer, config.plateau_patience, config.plateau_factor)
+        module = ECGClassifier.from_config(net, config, train_y=train[1])
         dm = ECGDataModule(train, val, config.batch_size, config.num_workers, config.seed,
                            device_cast=config.uses_cuda)
         history = EpochHistory()
@@ -131,7 +130,8 @@ def fit(
         cbs += [history, best_ckpt, last_ckpt, *callbacks]
         if config.early_stop_patience is not None:
             cbs.append(EarlyStopping(monitor="val_auroc", mode="max",
-                                     patience=config.early_stop_patience))
+                                     patience=config.early_stop_patience,
+                                     min_delta=config.early_stop_min_delta))
         if logger:
             cbs.append(LogConfig(config))
         trainer = make_trainer(config, how, out_dir, cbs, logger, len(train[0]))

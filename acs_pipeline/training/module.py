@@ -1,17 +1,20 @@
-"""The benchmark's recipe as a LightningModule: BCE-with-logits on one logit, Adam or AdamW,
-``ReduceLROnPlateau`` on the validation loss, exact validation AUROC."""
+"""The benchmark's recipe as a LightningModule: BCE-with-logits on one logit (optionally
+class-weighted), Adam or AdamW, ``ReduceLROnPlateau`` on the validation loss or a linear
+warm-up/decay schedule, exact validation AUROC."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 from torchmetrics.classification import BinaryAUROC
 
-from acs_pipeline.training.config import OPTIMIZERS
+from acs_pipeline.training.config import OPTIMIZERS, SCHEDULES, TrainConfig
 from acs_pipeline.training.data import TrainingDataError
 
 
@@ -35,6 +38,16 @@ def logits_of(model: nn.Module, x: Tensor) -> Tensor:
     return logits.float()
 
 
+def positive_weight(y: np.ndarray) -> float:
+    """BCE's ``pos_weight`` for labels ``y``: negatives / positives (the authors'
+    ``--use_loss_weights``), so both classes weigh the same in the loss."""
+    y = np.asarray(y)
+    pos = int((y == 1).sum())
+    if pos == 0 or pos == len(y):
+        raise TrainingDataError(f"class weights need both classes; got {pos} of {len(y)} positive")
+    return (len(y) - pos) / pos
+
+
 class ECGClassifier(L.LightningModule):
     """Wraps a model mapping (B, C, L) to logits (B,): BCE-with-logits, Adam + plateau schedule.
 
@@ -53,17 +66,37 @@ class ECGClassifier(L.LightningModule):
         betas: tuple[float, float] = (0.9, 0.999),
         weight_decay: float = 0.0,
         optimizer: str = "adam",
-        plateau_patience: int = 5,
+        plateau_patience: int = 10,
         plateau_factor: float = 0.1,
+        *,
+        eps: float = 1e-8,
+        schedule: str = "plateau",
+        warmup_frac: float = 0.08,
+        max_steps: int = -1,
+        pos_weight: float | None = None,
+        unfrozen_blocks: int | None = None,
     ) -> None:
         super().__init__()
         if optimizer not in OPTIMIZERS:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
+        if schedule == "linear" and max_steps < 1:
+            raise ValueError("schedule='linear' needs max_steps (its decay ends there)")
+        if unfrozen_blocks is not None:
+            freeze = getattr(model, "freeze_for_finetuning", None)
+            if freeze is None:
+                raise ValueError(f"{type(model).__name__} has no transformer blocks to freeze "
+                                 f"(unfrozen_blocks={unfrozen_blocks})")
+            freeze(unfrozen_blocks)
         self.model = model
-        self.lr, self.betas, self.weight_decay = lr, tuple(betas), weight_decay
+        self.lr, self.betas, self.weight_decay, self.eps = lr, tuple(betas), weight_decay, eps
         self.optimizer_name = optimizer
         self.plateau_patience, self.plateau_factor = plateau_patience, plateau_factor
-        self.criterion = nn.BCEWithLogitsLoss()
+        self.schedule, self.warmup_frac, self.max_steps = schedule, warmup_frac, max_steps
+        self.pos_weight = pos_weight
+        weight = None if pos_weight is None else torch.tensor(float(pos_weight))
+        self.criterion = nn.BCEWithLogitsLoss(pos_weight=weight)
         self.val_auroc = BinaryAUROC()
         self.val_loss = MeanMetric()
         self.train_loss = MeanMetric()
@@ -72,6 +105,20 @@ class ECGClassifier(L.LightningModule):
         self.train_epoch_loss = float("nan")
         self.epoch_lr = float("nan")
         self.last_val: tuple[float, float] = (float("nan"), float("nan"))
+
+    @classmethod
+    def from_config(cls, model: nn.Module, config: TrainConfig,
+                    train_y: np.ndarray | None = None) -> ECGClassifier:
+        """The module ``config`` describes; ``train_y`` gives the class weight when
+        ``config.pos_weight``."""
+        if config.pos_weight and train_y is None:
+            raise ValueError("config.pos_weight needs the training labels (train_y)")
+        return cls(model, config.lr, config.betas, config.weight_decay, config.optimizer,
+                   config.plateau_patience, config.plateau_factor, eps=config.eps,
+                   schedule=config.schedule, warmup_frac=config.warmup_frac,
+                   max_steps=config.max_steps,
+                   pos_weight=positive_weight(train_y) if config.pos_weight else None,
+                   unfrozen_blocks=config.unfrozen_blocks)
 
     def forward(self, x: Tensor) -> Tensor:
         return logits_of(self.model, x)
@@ -120,9 +167,21 @@ class ECGClassifier(L.LightningModule):
         if self.plateau is not None and not self.trainer.sanity_checking:
             self.plateau.step(float(loss))
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
+    def configure_optimizers(self) -> Any:
+        """The optimizer over the trainable parameters, and its schedule: the plateau one is
+        stepped here at validation end; the linear one by Lightning every optimizer step
+        (``transformers.get_linear_schedule_with_warmup``, warm-up ``ceil(warmup_frac *
+        max_steps)`` steps, as ``finetune.py``)."""
         cls = torch.optim.Adam if self.optimizer_name == "adam" else torch.optim.AdamW
-        opt = cls(self.parameters(), lr=self.lr, betas=self.betas, weight_decay=self.weight_decay)
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = cls(params, lr=self.lr, betas=self.betas, eps=self.eps,
+                  weight_decay=self.weight_decay)
+        if self.schedule == "linear":
+            from transformers import get_linear_schedule_with_warmup
+
+            warmup = math.ceil(self.warmup_frac * self.max_steps)
+            sched = get_linear_schedule_with_warmup(opt, warmup, self.max_steps)
+            return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
         self.plateau = torch.optim.lr_scheduler.ReduceLROnPlateau(
             opt, mode="min", factor=self.plateau_factor, patience=self.plateau_patience
         )

@@ -1,13 +1,27 @@
 """What a profile says about training model x stage, and the network as training builds it.
 
-``paper`` is the recipe of docs/data-contract.md §4: both stages 50 epochs at the model's batch
-size and learning rate (``models/specs.py``); HuBERT-ECG with AdamW and early stopping.
+``paper`` is the authors' recipe, tabled setting by setting with the script line each comes
+from in docs/recipes.md (acs_pipeline_tests/training/test_recipes.py pins it):
+
+* CNNs and S4 (``main.py``/``src/lightning.py``): both stages 50 epochs at the model's batch
+  size and learning rate (``models/specs.py``), Adam, ``ReduceLROnPlateau(optimizer)`` at
+  torch's defaults (patience 10, factor 0.1, on the validation loss).
+* HuBERT-ECG (``finetune.sh``, ACS line; ``finetune.py``): fine-tuned on ACS only from the
+  self-supervised pretrained backbone, 7,000 steps, batch 64, validation every 50 steps,
+  early stopping after 8 validations without a better AUROC, class-weighted BCE, AdamW
+  (betas 0.9/0.98, eps 1e-9, weight decay 0.01), linear warm-up (8 %) and decay, all blocks of
+  the size unfrozen, the conv feature encoder frozen. There is no MACE stage: the graph's
+  ``mace`` stage of a HuBERT model is a pass-through (``StagePlan.train`` is False) whose
+  weights are the pretrained initialisation, which the ``acs`` stage starts from like every
+  other model's.
+
 ``smoke`` is a CPU-minutes version for the whole graph on the demo cohort (``make demo``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from torch import nn
 
@@ -16,7 +30,13 @@ from acs_pipeline.models.specs import PROFILES, model_spec
 from acs_pipeline.training.config import TrainConfig
 
 PAPER_EPOCHS = 50
-HUBERT_EARLY_STOP = 8  # epochs without a better validation AUROC (the authors' fine-tuning)
+PAPER_PLATEAU_PATIENCE = 10  # torch's default: the authors' ReduceLROnPlateau(optimizer)
+# HuBERT-ECG fine-tuning (finetune.sh ACS line and finetune.py's constants; docs/recipes.md)
+HUBERT_PAPER: dict[str, Any] = {
+    "max_epochs": -1, "max_steps": 7000, "val_check_interval": 50, "early_stop_patience": 8,
+    "early_stop_min_delta": 1e-3, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.01,
+    "schedule": "linear", "warmup_frac": 0.08, "pos_weight": True, "optimizer": "adamw"}
+HUBERT_BLOCKS = {"hubert_small": 8, "hubert_base": 12, "hubert_large": 16}  # all of each size
 
 # The smoke profile: batches of 32; an epoch covers the stage's training set up to a cap on its
 # batches, so the tests' tiny cohort trains proportionally less. The MACE stage is a short
@@ -33,6 +53,7 @@ SMOKE_ACS: dict[str, tuple[int, int, float]] = {
     "resnet18": (10, 16, 1e-3), "resnet50": (4, 16, 1e-3), "ecg_omi": (4, 16, 1e-4),
     "s4": (3, 8, 3e-3)}
 SMOKE_ACS_DEFAULT = (3, 8, 1e-3)  # the HuBERT sizes
+SMOKE_PLATEAU_PATIENCE = 5  # the smoke profile's settings stay as they were
 
 
 def is_hubert(model: str) -> bool:
@@ -42,13 +63,18 @@ def is_hubert(model: str) -> bool:
 @dataclass(frozen=True)
 class StagePlan:
     """What the profile says about a stage: the model width profile and the training config;
-    ``max_train`` subsamples the stage's training rows."""
+    ``max_train`` subsamples the stage's training rows. ``init`` is where the starting weights
+    come from: ``'previous'`` (the MACE stage's, for ``acs``), ``'pretrained'`` (the
+    self-supervised HuBERT-ECG backbone) or ``'random'``. ``train=False``: a pass-through
+    stage whose weights are its starting weights, untrained."""
 
     model: str
     stage: str
     profile: str
     config: TrainConfig
     max_train: int | None = None
+    init: str = "random"
+    train: bool = True
 
 
 def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: str = "auto",
@@ -64,18 +90,28 @@ def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: st
     common = dict(seed=seed, accelerator=accelerator, devices=devices, strategy=strategy,
                   lr=spec.lr, optimizer="adamw" if hubert else "adam", logger=logger,
                   tracking_uri=tracking_uri, experiment_name=experiment_name)
+    if stage not in ("mace", "acs"):
+        raise ValueError(f"unknown stage {stage!r}; expected 'mace' or 'acs'")
+    after = "previous" if stage == "acs" else "random"
+    if profile == "paper" and hubert:
+        cfg = TrainConfig(batch_size=spec.batch_size, unfrozen_blocks=HUBERT_BLOCKS[model],
+                          **{**common, **HUBERT_PAPER})
+        if stage == "mace":  # fine-tuned on ACS only: the MACE stage passes the init through
+            return StagePlan(model, stage, profile, cfg, init="pretrained", train=False)
+        return StagePlan(model, stage, profile, cfg, init="previous")
     if profile == "paper":
         cfg = TrainConfig(max_epochs=PAPER_EPOCHS, batch_size=spec.batch_size,
-                          early_stop_patience=HUBERT_EARLY_STOP if hubert else None, **common)
-        return StagePlan(model, stage, profile, cfg)
+                          plateau_patience=PAPER_PLATEAU_PATIENCE, **common)
+        return StagePlan(model, stage, profile, cfg, init=after)
     if profile == "smoke":
         epochs, cap, lr = SMOKE_ACS.get(model, SMOKE_ACS_DEFAULT)
+        smoke = {**common, "lr": lr, "plateau_patience": SMOKE_PLATEAU_PATIENCE}
         if stage == "mace":
-            cfg = TrainConfig(batch_size=SMOKE_BATCH, **SMOKE_MACE, **{**common, "lr": lr})
+            cfg = TrainConfig(batch_size=SMOKE_BATCH, **SMOKE_MACE, **smoke)
             return StagePlan(model, stage, profile, cfg, max_train=SMOKE_MACE_MAX_TRAIN)
         cfg = TrainConfig(max_epochs=epochs, batch_size=SMOKE_BATCH, limit_train_batches=cap,
-                          **{**common, "lr": lr})
-        return StagePlan(model, stage, profile, cfg)
+                          **smoke)
+        return StagePlan(model, stage, profile, cfg, init=after)
     raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
 
 

@@ -160,6 +160,10 @@ def make_trainer(
     per_process = math.ceil(n_train / max(how.processes, 1))
     return L.Trainer(
         max_epochs=config.max_epochs,
+        max_steps=config.max_steps,
+        # validation every val_check_interval optimizer steps, across epochs (HuBERT-ECG)
+        val_check_interval=config.val_check_interval,
+        check_val_every_n_epoch=None if config.val_check_interval else 1,
         accelerator=config.accelerator,
         devices=config.devices,
         strategy=how.strategy,

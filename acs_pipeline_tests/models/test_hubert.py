@@ -240,3 +240,54 @@ def test_predictions_and_a_training_step_equal_the_scipy_pipeline(smoke_model, m
     before = run()
     for a, b in zip(now, before, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_paper_sizes_take_the_authors_fine_tuning_dropouts_and_smoke_keeps_its_own():
+    paper, smoke = hubert_config("large"), hubert_config("small", smoke=True)
+    assert (paper.hidden_dropout, paper.activation_dropout, paper.feat_proj_dropout,
+            paper.final_dropout, paper.layerdrop) == (0.0, 0.0, 0.0, 0.0, 0.0)
+    assert paper.attention_dropout == 0.1 and paper.classifier_hidden_size == 1024
+    assert (smoke.hidden_dropout, smoke.layerdrop) == (0.1, 0.1)
+    with torch.device("meta"):
+        model = HuBERTForECGClassification(paper)
+    drops = {n: m.p for n, m in model.named_modules() if isinstance(m, nn.Dropout)}
+    assert drops.pop("classifier_dropout") == 0.1 and set(drops.values()) == {0.0}
+
+
+def test_freezing_trains_the_last_blocks_projection_and_head_only():
+    torch.manual_seed(0)
+    net = HubertBinary(HuBERTForECGClassification(hubert_config("small", smoke=True)))
+    net.freeze_for_finetuning(1)
+    trainable = {n.split(".")[2] if n.startswith("model.hubert_ecg") else n.split(".")[1]
+                 for n, p in net.named_parameters() if p.requires_grad}
+    assert trainable == {"feature_projection", "encoder", "classifier"}
+    enc = [n for n, p in net.named_parameters() if p.requires_grad and ".encoder." in n]
+    assert enc and all(".encoder.layers.1." in n for n in enc)  # pos conv, layer norm frozen
+    assert not net.model.hubert_ecg.feature_extractor._requires_grad
+    net.freeze_for_finetuning(2)
+    assert any(p.requires_grad for p in net.model.hubert_ecg.encoder.layers[0].parameters())
+    with pytest.raises(HubertInputError, match=r"\[0, 2\]"):
+        net.freeze_for_finetuning(3)
+
+
+def test_pretrained_backbone_loads_drops_pretraining_keys_and_refuses_a_misfit(smoke_model):
+    torch.manual_seed(1)
+    target = HuBERTForECGClassification(hubert_config("small", smoke=True))
+    head = {k: v.clone() for k, v in target.classifier.state_dict().items()}
+    state = convert_weight_norm_keys(
+        {k: v.clone() for k, v in smoke_model.hubert_ecg.state_dict().items()}, False)
+    state |= {"final_proj.weight": torch.zeros(3, 32), "label_embedding.0.weight": torch.zeros(2),
+              "masked_spec_embed": torch.zeros(32)}
+    dropped = target.load_pretrained_backbone(state, "hubert_ecg_small.pt")
+    assert dropped == ["final_proj.weight", "label_embedding.0.weight", "masked_spec_embed"]
+    for k, v in smoke_model.hubert_ecg.state_dict().items():
+        assert torch.equal(target.hubert_ecg.state_dict()[k], v), k
+    assert all(torch.equal(target.classifier.state_dict()[k], v) for k, v in head.items())
+    bad = dict(state)
+    bad.pop("feature_projection.projection.weight")
+    bad["extra.weight"] = torch.zeros(1)
+    with pytest.raises(HubertInputError, match=r"right size.*1 missing.*1 unexpected"):
+        target.load_pretrained_backbone(bad, "x.pt")
+    large = {k: torch.zeros(1) for k in state}
+    with pytest.raises(HubertInputError, match="shape mismatches"):
+        target.load_pretrained_backbone(large, "hubert_ecg_large.pt")

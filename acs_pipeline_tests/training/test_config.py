@@ -29,3 +29,21 @@ def test_config_defaults_are_the_recipe_and_validate() -> None:
         TrainConfig(optimizer="sgd")
     with pytest.raises(ValueError, match="logger"):
         TrainConfig(logger="wandb")
+
+
+def test_step_based_schedule_settings_validate() -> None:
+    c = TrainConfig(max_epochs=-1, max_steps=7000, schedule="linear", val_check_interval=50)
+    assert TrainConfig(**c.to_dict()) == c
+    assert TrainConfig().plateau_patience == 10  # torch's ReduceLROnPlateau default
+    with pytest.raises(ValueError, match="max_epochs"):
+        TrainConfig(max_epochs=-1)
+    with pytest.raises(ValueError, match="needs max_steps"):
+        TrainConfig(schedule="linear")
+    with pytest.raises(ValueError, match="schedule"):
+        TrainConfig(schedule="cosine")
+    with pytest.raises(ValueError, match="warmup_frac"):
+        TrainConfig(warmup_frac=1.5)
+    with pytest.raises(ValueError, match="val_check_interval"):
+        TrainConfig(val_check_interval=0)
+    with pytest.raises(ValueError, match="unfrozen_blocks"):
+        TrainConfig(unfrozen_blocks=-1)

@@ -3,6 +3,10 @@ budget, and that the smoke ResNet-18 learns a small planted waveform feature wit
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -10,6 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from acs_pipeline.evaluation.ranking import auroc
+from acs_pipeline.models.hubert import hubert_config
 from acs_pipeline.models.resnet1d import ResidualBlock1D
 from acs_pipeline.models.specs import model_spec
 from acs_pipeline.training import recipes
@@ -32,20 +37,75 @@ def steps(p: recipes.StagePlan, n_train: int) -> int:
     return cfg.max_epochs * per_epoch
 
 
-def test_paper_plan_is_the_benchmark_recipe():
-    for model in SMOKE_MODELS:
-        spec = model_spec(model)
+RECIPES_MD = Path(__file__).resolve().parents[2] / "docs" / "recipes.md"
+CNN_S4 = ("resnet18", "resnet50", "ecg_omi", "s4")
+
+
+def paper_tables() -> dict[str, dict[str, dict[str, object]]]:
+    """docs/recipes.md's tables: model -> stage -> setting -> value (a Python literal)."""
+    tables: dict[str, dict[str, dict[str, object]]] = {}
+    model = None
+    for line in RECIPES_MD.read_text().splitlines():
+        if line.startswith("## "):
+            model = line[3:].strip()
+            continue
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if model is None or len(cells) != 4 or cells[0] in ("setting", "") or \
+                set(cells[0]) <= {"-"}:
+            continue
+        assert all(cells[3:]), f"{model} {cells[0]}: no source cited"
+        for stage, value in zip(STAGES, cells[1:3], strict=True):
+            assert value.startswith("`") and value.endswith("`"), (model, cells[0], value)
+            tables.setdefault(model, {}).setdefault(stage, {})[cells[0]] = ast.literal_eval(
+                value.strip("`"))
+    return tables
+
+
+def planned(model: str, stage: str, setting: str) -> object:
+    """The value of a docs/recipes.md setting row in the paper plan of ``model``'s ``stage``."""
+    kind, name = setting.split(".", 1)
+    p = recipes.plan(model, stage, "paper")
+    if kind == "config":
+        return getattr(p.config, name)
+    if kind == "plan":
+        return getattr(p, name)
+    assert kind == "model", setting
+    return getattr(hubert_config(model.removeprefix("hubert_")), name)
+
+
+def test_docs_table_every_paper_model_and_stage():
+    tables = paper_tables()
+    assert set(tables) == {*CNN_S4, "hubert_large"}
+    for model, stages in tables.items():
+        for stage, rows in stages.items():
+            assert len(rows) >= 13, (model, stage)
+            got = {k: planned(model, stage, k) for k in rows}
+            assert got == rows, (model, stage)
+
+
+def test_paper_hubert_sizes_differ_from_the_tabled_large_only_in_size():
+    large = paper_tables()["hubert_large"]
+    for model, blocks in (("hubert_small", 8), ("hubert_base", 12)):
+        for stage, rows in large.items():
+            got = {k: planned(model, stage, k) for k in rows if not k.startswith("model.")}
+            want = {k: v for k, v in rows.items() if not k.startswith("model.")}
+            assert got == {**want, "config.unfrozen_blocks": blocks}
+
+
+def test_paper_plan_details_and_errors():
+    for model in CNN_S4:
         for stage in STAGES:
             p = recipes.plan(model, stage, "paper")
-            assert (p.config.max_epochs, p.config.batch_size, p.config.lr) == (
-                50,
-                spec.batch_size,
-                spec.lr,
-            )
             assert p.config.limit_train_batches is None and p.max_train is None
-    assert recipes.plan("hubert_small", "acs", "paper").config.optimizer == "adamw"
+            assert p.config.lr == model_spec(model).lr
+    assert recipes.plan("hubert_large", "acs", "paper").config.batch_size == 64
+    # the smoke profile keeps its own plateau patience (its data versions must not move)
+    assert recipes.plan("resnet18", "acs", "smoke").config.plateau_patience == 5
+    assert recipes.plan("hubert_small", "mace", "smoke").train
     with pytest.raises(ValueError, match="unknown profile 'fast'"):
         recipes.plan("resnet18", "acs", "fast")
+    with pytest.raises(ValueError, match="unknown stage 'pre'"):
+        recipes.plan("resnet18", "pre", "paper")
 
 
 def test_smoke_resnet18_gets_about_a_hundred_acs_steps_on_the_demo_and_fewer_on_less_data():
@@ -117,3 +177,24 @@ def test_smoke_resnet18_learns_a_planted_notch(tmp_path, single_thread_torch):
     res = fit(net, train, val, tmp_path, p.config)
     assert res.global_step == steps(p, 192)
     assert auroc(val[1], predict(net, val[0])) >= 0.9
+
+
+def test_paper_hubert_recipe_trains_step_based_with_frozen_encoder(tmp_path, single_thread_torch):
+    # the paper recipe's mechanics on the smoke-sized network: steps, not epochs; validation
+    # every val_check_interval steps across epochs; a linear schedule ending at 0; frozen
+    # conv encoder; class-weighted loss
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 1, (40, 12, 5000)).astype(np.float32)
+    y = (np.arange(40) % 4 == 0).astype(np.float32)
+    p = recipes.plan("hubert_small", "acs", "paper", accelerator="cpu", logger="none")
+    cfg = dataclasses.replace(p.config, batch_size=8, max_steps=12, val_check_interval=5,
+                              unfrozen_blocks=1)
+    torch.manual_seed(0)
+    net = recipes.trainable_model("hubert_small", "smoke")
+    conv = {k: v.clone() for k, v in net.model.hubert_ecg.feature_extractor.state_dict().items()}
+    res = fit(net, (x[:32], y[:32]), (x[32:], y[32:]), tmp_path, cfg)
+    assert res.global_step == 12  # 4 steps an epoch: validation crosses epoch ends
+    assert [r["step"] for r in res.history] == [5, 10]
+    assert res.history[0]["epoch"] == 1 and res.history[1]["epoch"] == 2
+    for k, v in net.model.hubert_ecg.feature_extractor.state_dict().items():
+        assert torch.equal(v, conv[k]), k
