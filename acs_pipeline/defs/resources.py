@@ -156,6 +156,12 @@ class PipelineSettings(dg.ConfigurableResource):
         description="The authors' released weights, a directory or s3:// prefix "
         "(ACS_RELEASED_WEIGHTS_URI); none -> the released assets are skipped.",
     )
+    hubert_pretrained_uri: str | None = Field(
+        default=None,
+        description="The self-supervised pretrained HuBERT-ECG file (hubert_ecg_<size>.pt), a "
+        "path or s3:// URI (ACS_HUBERT_PRETRAINED_URI), that the paper profile fine-tunes; "
+        "'none-from-scratch' trains from a random start; unset -> paper HuBERT is refused.",
+    )
     selection: Literal["selection_split", "authors_validation"] = Field(
         default="selection_split",
         description="Which ECGs choose each stage's checkpoint (ACS_SELECTION): "
@@ -271,6 +277,7 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
             prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
             released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
+            hubert_pretrained_uri=env.get("ACS_HUBERT_PRETRAINED_URI") or None,
             selection=env.get("ACS_SELECTION") or "selection_split",
         ),
     }
