@@ -64,33 +64,44 @@ def lightning_checkpoint(state: dict, **extra) -> dict:
     }
 
 
+_SMALL = dict(
+    hidden_size=512,
+    num_hidden_layers=8,
+    num_attention_heads=8,
+    intermediate_size=2048,
+    conv_dim=[512] * 5,
+    conv_kernel=[10, 3, 3, 2, 2],
+    conv_stride=[4, 2, 2, 2, 2],
+    conv_bias=False,
+    feat_extract_norm="group",
+    do_stable_layer_norm=False,
+    mask_time_prob=0.08,
+    vocab_sizes=[100],
+)
+
+
 def authors_config(cls, **overrides):
     """HuBERT-ECG small as the authors' pickled config holds it (pretraining masking on)."""
-    kwargs = dict(
-        hidden_size=512,
-        num_hidden_layers=8,
-        num_attention_heads=8,
-        intermediate_size=2048,
-        conv_dim=[512] * 5,
-        conv_kernel=[10, 3, 3, 2, 2],
-        conv_stride=[4, 2, 2, 2, 2],
-        conv_bias=False,
-        feat_extract_norm="group",
-        do_stable_layer_norm=False,
-        mask_time_prob=0.08,
-        vocab_sizes=[100],
-    )
-    return cls(**{**kwargs, **overrides})
+    return cls(**{**_SMALL, **overrides})
 
 
-def save_hubert(path: Path, state: dict, extra: dict | None = None, **config_overrides) -> Path:
-    """A ``torch.save`` dict like the released HuBERT-ECG files (finetune.py's keys)."""
+def save_hubert(path: Path, state: dict, extra: dict | None = None, random_init: bool = False,
+                **config_overrides) -> Path:
+    """A ``torch.save`` dict like the released HuBERT-ECG files, with finetune.py's keys and
+    values: ``best_val_loss`` a numpy float64 (a mean of numpy losses), ``global_step`` an int,
+    ``model_config`` the pickled ``hubert_ecg.HuBERTECGConfig`` or, with ``random_init``
+    (``finetune.py --random_init``), a plain transformers ``HubertConfig``."""
     with hubert_ecg_module() as cls:
+        config = (
+            HubertConfig(**{k: v for k, v in _SMALL.items() if k != "vocab_sizes"},
+                         **config_overrides)
+            if random_init else authors_config(cls, **config_overrides)
+        )
         torch.save(
             {
                 "global_step": 7000,
-                "best_val_loss": torch.tensor(0.61),
-                "model_config": authors_config(cls, **config_overrides),
+                "best_val_loss": np.float64(0.61),
+                "model_config": config,
                 "model_state_dict": state,
                 "optimizer_state_dict": {"state": {}, "param_groups": [{"lr": 1e-5}]},
                 "lr_scheduler_state_dict": {"last_epoch": 7000, "lr_lambdas": [{}]},

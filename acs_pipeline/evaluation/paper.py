@@ -79,8 +79,8 @@ def _key(name: str) -> str:
 
 def paper_name(name: str) -> str | None:
     """The paper's name for one of our predictor names (e.g. ``resnet18`` -> ``ResNet-18``;
-    ``s4 (released)``, the authors' weights, -> ``S4``)."""
-    name = name.removesuffix(" (released)")
+    ``s4 (released, authors_prediction_py)``, the authors' weights, -> ``S4``)."""
+    name = re.sub(r" \(released(, \w+)?\)$", "", name)
     if name in CLASSICAL_FLAGS or name in {r[0] for r in PAPER_ROWS}:
         return name
     key = _key(name)

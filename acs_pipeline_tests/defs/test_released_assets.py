@@ -80,7 +80,8 @@ def test_released_weights_asset_records_each_model(tmp_path, resnet18):
     assert meta["resnet18_uri"] == str(root / "resnet18.ckpt")
     assert meta["resnet18_bytes"] == (root / "resnet18.ckpt").stat().st_size
     assert meta["resnet18_config"]["format"] == "lightning"
-    assert meta["models"] == ["resnet18"] and meta["missing"] == ["s4", "hubert"]
+    assert meta["models"] == ["resnet18"]
+    assert meta["missing"] == ["s4", "resnet50", "ecg_omi", "hubert"]
     assert (
         mat.tags["dagster/data_version"]
         == hashlib.sha256(f"resnet18:{sha}\n".encode()).hexdigest()[:16]
@@ -94,7 +95,8 @@ def test_released_weights_asset_records_each_model(tmp_path, resnet18):
     preds = pl.DataFrame({"ecg_id": ["b", "a"], "acs": [1, 0], "prediction": [0.7, 0.2]})
     st.write_bytes("predictions/resnet18/released_validation.csv", preds.write_csv().encode())
     (row,) = released_assets.released_scores(st, settings)
-    assert row.name == "resnet18 (released)" and row.kind == "model"
+    assert row.name == "resnet18 (released, authors_prediction_py)" and row.kind == "model"
+    assert "protocol authors_prediction_py" in row.lineage
     assert list(row.ecg_ids) == ["b", "a"] and row.validation.tolist() == [0.7, 0.2]
     assert sha[:12] in row.lineage and str(root) in row.lineage
     assert released_assets.released_scores(st, PipelineSettings()) == []
@@ -120,7 +122,7 @@ def test_released_predictions_on_the_tiny_cohort(tiny_cohort, tmp_path, resnet18
         instance=dg.DagsterInstance.ephemeral(),
     )
     assert result.success
-    for model in ("s4", "hubert"):
+    for model in ("s4", "resnet50", "ecg_omi", "hubert"):
         assert not result.asset_materializations_for_node(f"{model}__released_predictions")
 
     cohort = pl.read_parquet(storage / "tables/cohort.parquet")
@@ -149,7 +151,8 @@ def test_released_predictions_on_the_tiny_cohort(tiny_cohort, tmp_path, resnet18
             ).hexdigest()
         )
         assert 0 <= meta["auroc"] <= 1
+        assert meta["protocol"] == "authors_prediction_py"
     scores = released_assets.released_scores(
         Storage(str(storage)), resources_from_env(env)["settings"]
     )
-    assert [s.name for s in scores] == ["resnet18 (released)"]
+    assert [s.name for s in scores] == ["resnet18 (released, authors_prediction_py)"]

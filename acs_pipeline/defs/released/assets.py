@@ -5,14 +5,17 @@
 ``<model>/released_predictions`` writes ``predictions/<model>/released_validation.csv``
 (``ecg_id, acs, prediction``, like ``validation_predictions``) and
 ``predictions/<model>/released_holdout.csv`` (``ecg_id, acs``: the released weights are ACS
-models, so there is no MACE column).
+models, so there is no MACE column), under the authors' own prediction protocol for that model
+(``RELEASED_PROTOCOLS``: ``authors_prediction_py`` for S4 and the CNNs, ``authors_test_py`` for
+HuBERT-ECG), which the report row's name carries.
 
 With no root configured (the demo) or no file for a model, these assets yield no output (with a
 log line): the run succeeds, no materialization is recorded, and in the same run the steps
-downstream of them are skipped (with no root, all three ``released_predictions``). The
+downstream of them are skipped (with no root, every ``released_predictions``). The
 evaluation report therefore has no graph edge to them (a skipped upstream would skip it too): it
-adds a ``<model> (released)`` row for each released validation file it finds while a root is
-configured (see :func:`released_scores`). Materialize the ``released`` group before the report.
+adds a ``<model> (released, <protocol>)`` row for each released validation file it finds while a
+root is configured (see :func:`released_scores`). Materialize the ``released`` group before the
+report.
 """
 
 import hashlib
@@ -27,7 +30,13 @@ from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.ingest.subset import iter_subset
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
-from acs_pipeline.models.released import MANIFEST, RELEASED_MODELS, RELEASED_VIEWS, released_label
+from acs_pipeline.models.released import (
+    MANIFEST,
+    RELEASED_MODELS,
+    RELEASED_PROTOCOLS,
+    RELEASED_VIEWS,
+    released_label,
+)
 
 if TYPE_CHECKING:
     from acs_pipeline.evaluation.inputs import ModelScores
@@ -35,7 +44,7 @@ if TYPE_CHECKING:
 # torch is imported inside the asset functions (through acs_pipeline.models.released.files and
 # .predict), so loading the definitions stays fast.
 
-RELEASED_CODE_VERSION = "released-1"
+RELEASED_CODE_VERSION = "released-2"
 VALIDATION = "released_validation"
 HOLDOUT = "released_holdout"
 NOT_CONFIGURED = (
@@ -54,7 +63,8 @@ def _released_root(storage: StorageResource, settings: PipelineSettings) -> Stor
     kinds={"pytorch"},
     code_version=RELEASED_CODE_VERSION,
     output_required=False,
-    description="The authors' released S4, ResNet-18 and HuBERT-ECG weights from "
+    description="The authors' released S4, ResNet-18, ResNet-50, ECG-OMI and HuBERT-ECG weights "
+    "from "
     "ACS_RELEASED_WEIGHTS_URI: read through the allow-listing unpickler, loaded "
     "strictly into our modules, copied under models/released/. Skipped (no output) "
     "when no root is configured.",
@@ -106,6 +116,7 @@ def _validation_rows(st: Storage) -> pl.DataFrame:
 
 def released_predictions_asset(model: str) -> dg.AssetsDefinition:
     view = RELEASED_VIEWS[model]
+    protocol = RELEASED_PROTOCOLS[model]
 
     @dg.asset(
         key=[model, "released_predictions"],
@@ -116,7 +127,8 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
         deps=["released_weights", "cohort", view, f"holdout_{view}"],
         automation_condition=EAGER,
         description=f"ACS probabilities of the authors' released {model} weights on the tested "
-        "cohort's validation split and on every holdout ECG (no training). Skipped "
+        f"cohort's validation split and on every holdout ECG (no training), predicted as the "
+        f"authors' script does ({protocol}). Skipped "
         f"(no output) when no released {model} file was imported.",
     )
     def _asset(
@@ -131,7 +143,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
             context.log.info(NOT_CONFIGURED.format(what=f"{model}/released_predictions"))
             return
         st = storage.get()
-        loaded = load_imported(st, model)
+        loaded = load_imported(st, model, protocol=protocol)
         if loaded is None:
             context.log.info(
                 f"no released {model} file among the imported weights "
@@ -168,6 +180,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
                 "weights_uri": dg.MetadataValue.path(info.source_uri),
                 "weights_sha256": info.sha256,
                 "module": info.registry_name,
+                "protocol": loaded.protocol,
             },
             data_version=dg.DataVersion(
                 hashlib.sha256((wv.sha256 + wh.sha256).encode()).hexdigest()[:16]
@@ -178,8 +191,9 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
 
 
 def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScores"]:
-    """The report rows ``<model> (released)``: one per released validation file under ``st``,
-    while a released-weights root is configured (empty otherwise)."""
+    """The report rows ``<model> (released, <protocol>)``: one per released validation file under
+    ``st``, while a released-weights root is configured (empty otherwise); the protocol is the
+    one ``<model>/released_predictions`` predicts with (``RELEASED_PROTOCOLS``)."""
     if not settings.released_weights_uri:
         return []
     from acs_pipeline.evaluation.inputs import ModelScores
@@ -195,12 +209,13 @@ def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScore
         info = manifest[model]
         scores.append(
             ModelScores(
-                name=released_label(model),
+                name=released_label(model, RELEASED_PROTOCOLS[model]),
                 validation=p["prediction"].to_numpy(),
                 kind="model",
                 ecg_ids=p["ecg_id"].to_list(),
                 lineage=f"{info.source_uri} (released weights, sha256 {info.sha256[:12]}, "
-                f"{info.registry_name}; predictions {st.uri(rel)})",
+                f"{info.registry_name}; protocol {RELEASED_PROTOCOLS[model]}; "
+                f"predictions {st.uri(rel)})",
             )
         )
     return scores

@@ -8,7 +8,13 @@ import tempfile
 from pathlib import Path, PurePosixPath
 
 from acs_pipeline.io.storage import Storage, sha256_file
-from acs_pipeline.models.released import MANIFEST, PREFIX, RELEASED_FILES, RELEASED_MODELS
+from acs_pipeline.models.released import (
+    BENCHMARK_PROTOCOL,
+    MANIFEST,
+    PREFIX,
+    RELEASED_FILES,
+    RELEASED_MODELS,
+)
 from acs_pipeline.models.released.load import (
     LoadedRelease,
     ReleasedModel,
@@ -78,7 +84,9 @@ def import_released(
     for model, rel in found.items():
         with tempfile.TemporaryDirectory(prefix="acs-released-", dir=scratch) as tmp:
             path = _local_file(source, rel, Path(tmp))
-            info = load_released(model, path, source_uri=source.uri(rel)).info
+            info = load_released(
+                model, path, source_uri=source.uri(rel), protocol=BENCHMARK_PROTOCOL
+            ).info
             stored = f"{PREFIX}/{model}/{PurePosixPath(rel).name}"
             old = previous.get(model)
             same = (
@@ -97,10 +105,11 @@ def import_released(
 
 
 def load_imported(
-    target: Storage, model: str, *, scratch: Path | None = None
+    target: Storage, model: str, *, scratch: Path | None = None, protocol: str | None = None
 ) -> LoadedRelease | None:
-    """Load the imported copy of released ``model`` from ``target``; None when the manifest does
-    not list it. The copy must still have the SHA-256 recorded at import."""
+    """Load the imported copy of released ``model`` from ``target`` to predict under
+    ``protocol`` (default: the authors'); None when the manifest does not list it. The copy must
+    still have the SHA-256 recorded at import."""
     entry = read_manifest(target).get(model)
     if entry is None:
         return None
@@ -112,7 +121,7 @@ def load_imported(
                 f"{target.uri(entry.stored_rel)}: SHA-256 {digest[:16]}... differs from the "
                 f"{entry.sha256[:16]}... recorded at import; run the import again"
             )
-        loaded = load_released(model, path, source_uri=entry.source_uri)
+        loaded = load_released(model, path, source_uri=entry.source_uri, protocol=protocol)
     loaded.info = ReleasedModel.from_dict(
         {**loaded.info.to_dict(), "stored_rel": entry.stored_rel, "file_name": entry.file_name}
     )

@@ -1,9 +1,9 @@
 """One released file, read safely and loaded strictly into the benchmark module.
 
-* Lightning ``.ckpt`` (S4, ResNet-18): the ``state_dict`` entry holds the parameters and buffers,
-  either under the network's own names (the authors' LightningModules are the networks) or all
-  under one module prefix (``model.``, ``net.``...), which is stripped. Known
-  ``hyper_parameters`` (S4: ``d_model``, ``prenorm``...; ResNet-18: ``channels``,
+* Lightning ``.ckpt`` (S4, ResNet-18, ResNet-50, ECG-OMI): the ``state_dict`` entry holds the
+  parameters and buffers, either under the network's own names (the authors' LightningModules
+  are the networks) or all under one module prefix (``model.``, ``net.``...), which is stripped.
+  Known ``hyper_parameters`` (S4: ``d_model``, ``prenorm``...; ResNet-18: ``channels``,
   ``hidden_dim``...) must equal the benchmark architecture's.
 * HuBERT-ECG: ``model_config`` is a pickled ``hubert_ecg.HuBERTECGConfig`` (read as an inert
   stand-in through the allow-listing unpickler of :mod:`acs_pipeline.models.checkpoints`; its
@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -40,7 +41,12 @@ from acs_pipeline.models.checkpoints import (
     match_state_dict,
 )
 from acs_pipeline.models.registry import build_model
-from acs_pipeline.models.released import RELEASED_FILES, RELEASED_MODELS
+from acs_pipeline.models.released import (
+    BENCHMARK_PROTOCOL,
+    RELEASED_FILES,
+    RELEASED_MODELS,
+    check_protocol,
+)
 from acs_pipeline.models.specs import model_spec
 
 __all__ = [
@@ -75,6 +81,9 @@ LIGHTNING_HPARAMS: dict[str, dict[str, Any]] = {
            "transposed_input": True},
     "resnet18": {"input_channels": 3, "channels": 32, "hidden_dim": 256, "block_kernel": 7,
                  "num_classes": 1},
+    "resnet50": {"input_channels": 3, "input_length": 5000, "channels": 64, "hidden_dim": 512,
+                 "block_kernel": 7, "num_classes": 1},
+    "ecg_omi": {"input_channels": 3, "input_length": 5000, "num_classes": 1},
 }  # fmt: skip
 _HUBERT_EXTRA_FIELDS = ("ensemble_length", "vocab_sizes", "mask_time_prob", "hidden_size",
                         "num_hidden_layers")  # fmt: skip
@@ -120,10 +129,12 @@ class ReleasedModel:
 
 @dataclass
 class LoadedRelease:
-    """A released checkpoint loaded into our module (in eval mode)."""
+    """A released checkpoint loaded into our module (in eval mode), to predict with under
+    ``protocol`` (see :mod:`acs_pipeline.models.released`)."""
 
     info: ReleasedModel
     module: nn.Module
+    protocol: str = ""
 
 
 def _jsonable(value: Any) -> Any:
@@ -135,6 +146,8 @@ def _jsonable(value: Any) -> Any:
         return [_jsonable(v) for v in value]
     if isinstance(value, torch.Tensor):
         return value.item() if value.numel() == 1 else f"tensor{list(value.shape)}"
+    if isinstance(value, np.generic):
+        value = value.item()  # numpy scalars (best_val_loss of finetune.py)
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
     if value is None or isinstance(value, bool | int | float | str):
@@ -280,14 +293,18 @@ def _fit_traps(name: str, module: nn.Module, state: dict, where: str) -> list[st
     return ignored
 
 
-def load_released(model: str, path: str | Path, *, source_uri: str | None = None) -> LoadedRelease:
-    """Load released model ``model`` (``s4``, ``resnet18``, ``hubert``) from the local file
-    ``path`` into the benchmark module, strictly; ``source_uri`` names it in errors and in the
-    result (default: the path)."""
+def load_released(model: str, path: str | Path, *, source_uri: str | None = None,
+                  protocol: str | None = None) -> LoadedRelease:
+    """Load released model ``model`` (``s4``, ``resnet18``, ``resnet50``, ``ecg_omi``,
+    ``hubert``) from the local file ``path`` into the benchmark module, strictly; ``source_uri``
+    names it in errors and in the result (default: the path). ``protocol`` (default: the
+    authors' script, ``RELEASED_PROTOCOLS``) decides how it predicts; under
+    ``authors_prediction_py`` an S4 module is rebuilt as ``prediction.py`` rebuilds it."""
     if model not in RELEASED_FILES:
         raise ReleasedWeightsError(
             f"unknown released model {model!r}; expected one of {', '.join(RELEASED_MODELS)}"
         )
+    protocol = check_protocol(model, protocol)
     path = Path(path)
     where = source_uri or str(path)
     allowed = RELEASED_CHECKPOINT_GLOBALS if model == "hubert" else ()
@@ -302,6 +319,10 @@ def load_released(model: str, path: str | Path, *, source_uri: str | None = None
         registry_name, module, state, config = _lightning(model, obj, where)
     ignored = _fit_traps(model, module, state, where)
     match_state_dict(module, state, source=where)
+    if model == "s4" and protocol != BENCHMARK_PROTOCOL:
+        from acs_pipeline.models.released.protocols import authors_s4
+
+        module = authors_s4(module)
     module.eval()
     info = ReleasedModel(
         name=model,
@@ -315,4 +336,4 @@ def load_released(model: str, path: str | Path, *, source_uri: str | None = None
         config=_jsonable(config),
         ignored_keys=ignored,
     )
-    return LoadedRelease(info, module)
+    return LoadedRelease(info, module, protocol)

@@ -23,7 +23,8 @@ def test_released_names_need_no_torch():
     code = "import sys, acs_pipeline.models.released; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
-    assert RELEASED_VIEWS == {"s4": "ecg_3by4", "resnet18": "ecg_3by4", "hubert": "ecg_12lead"}
+    assert RELEASED_VIEWS == {"s4": "ecg_3by4", "resnet18": "ecg_3by4", "resnet50": "ecg_3by4",
+                              "ecg_omi": "ecg_3by4", "hubert": "ecg_12lead"}
 
 
 def test_find_released_names_aliases_and_ambiguity(tmp_path):

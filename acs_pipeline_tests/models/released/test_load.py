@@ -76,7 +76,8 @@ def test_s4_checkpoint_with_grown_kernel_buffers_loads(tmp_path, s4_grown):
         "init_lr": 1e-4,
     }
     torch.save(lightning_checkpoint(state, hyper_parameters=hparams), path)
-    loaded = load_released("s4", path)
+    loaded = load_released("s4", path, protocol="benchmark")
+    assert loaded.protocol == "benchmark"
     assert_same_state(loaded.module, s4_grown)
     for layer in loaded.module.s4_layers:
         assert layer.kernel.kernel.l_kernel == 8192
@@ -87,7 +88,7 @@ def test_s4_checkpoint_with_grown_kernel_buffers_loads(tmp_path, s4_grown):
     torch.manual_seed(4)
     fresh = build_model("s4", "paper")
     torch.save(lightning_checkpoint(fresh.state_dict()), tmp_path / "s4_acs.ckpt")
-    early = load_released("s4", tmp_path / "s4_acs.ckpt")
+    early = load_released("s4", tmp_path / "s4_acs.ckpt", protocol="benchmark")
     assert list(early.module.state_dict()[omega].shape) == [513, 2]
 
 
@@ -117,7 +118,7 @@ def test_hubert_checkpoint_loads_with_either_weight_norm_spelling(tmp_path, hube
     state["hubert_ecg.masked_spec_embed"] = torch.rand(512)  # the pretraining mask token
     path = save_hubert(tmp_path / "hubert_ecg.pt", state)
 
-    loaded = load_released("hubert", path)
+    loaded = load_released("hubert", path, protocol="benchmark")
     assert "hubert_ecg" not in sys.modules  # the pickled class was never imported
     assert_same_state(loaded.module, hubert_small)
     info = loaded.info
@@ -203,8 +204,11 @@ def test_wrong_format_is_named(tmp_path, resnet18):
         r"keys \['model_state_dict'\]",
     ):
         load_released("resnet18", path)
-    with pytest.raises(ReleasedWeightsError, match="unknown released model 'resnet50'"):
-        load_released("resnet50", path)
+    with pytest.raises(ReleasedWeightsError, match="unknown released model 'resnet101'"):
+        load_released("resnet101", path)
+    with pytest.raises(ValueError, match="protocol 'authors_test_py' does not apply to released "
+                       "resnet18; expected one of authors_prediction_py, benchmark"):
+        load_released("resnet18", path, protocol="authors_test_py")
 
 
 # --------------------------------------------------------------------------- unsafe pickles
