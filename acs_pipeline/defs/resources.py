@@ -169,6 +169,15 @@ class PipelineSettings(dg.ConfigurableResource):
         "untouched) or 'authors_validation' (the authors' protocol: train on all of training, "
         "select on the validation split the report scores).",
     )
+    seeds: list[int] = Field(
+        default=[], description="Extra training seeds for `<model>/seed_sweep` (ACS_SEEDS, e.g. "
+        "'0,1,2'; splits fixed); none and no split seeds -> the sweep is skipped.")
+    split_seeds: list[int] = Field(
+        default=[], description="Split seeds for `<model>/seed_sweep` (ACS_SPLIT_SEEDS; the "
+        "training seed fixed at ACS_SEED).")
+    sweep_models: list[str] = Field(
+        default=[], description="The models whose seed sweep runs (ACS_SWEEP_MODELS, "
+        "comma-separated; none -> every model).")
 
 
 class GpuLauncherSettings(BaseModel):
@@ -243,6 +252,22 @@ def gpu_settings() -> GpuLauncherSettings:
     return gpu_settings_from_env(os.environ)
 
 
+def _ints(env: Mapping[str, str], variable: str) -> list[int]:
+    """A comma-separated list of integers (seeds), distinct, in the given order; unset -> []."""
+    out: list[int] = []
+    for part in (env.get(variable) or "").split(","):
+        if not part.strip():
+            continue
+        try:
+            n = int(part)
+        except ValueError:
+            raise ValueError(f"{variable} must be comma-separated integers, got "
+                             f"{env[variable]!r}") from None
+        if n not in out:
+            out.append(n)
+    return out
+
+
 def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResource]:
     """Build the resources from ``ACS_*`` variables. Nothing falls back to the demo cohort: an
     unset required root stays None, and the resource names the variable when a step uses it."""
@@ -279,6 +304,10 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
             hubert_pretrained_uri=env.get("ACS_HUBERT_PRETRAINED_URI") or None,
             selection=env.get("ACS_SELECTION") or "selection_split",
+            seeds=_ints(env, "ACS_SEEDS"),
+            split_seeds=_ints(env, "ACS_SPLIT_SEEDS"),
+            sweep_models=[m.strip() for m in env.get("ACS_SWEEP_MODELS", "").split(",")
+                          if m.strip()],
         ),
     }
 

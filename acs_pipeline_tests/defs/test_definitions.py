@@ -25,7 +25,8 @@ def test_expected_assets_and_metadata_conventions():
                 *[f"{m}/released_predictions" for m in RELEASED_MODELS]}
     for m in MODELS:
         expected |= {f"{m}/{a}" for a in ("mace_checkpoint", "acs_checkpoint",
-                                          "validation_predictions", "holdout_predictions")}
+                                          "validation_predictions", "holdout_predictions",
+                                          "seed_sweep")}
     assert expected == set(specs)
     for key, spec in specs.items():
         assert spec.code_version, f"{key} has no code_version"

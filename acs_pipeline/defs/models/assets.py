@@ -80,32 +80,58 @@ def _checkpoint_metadata(res: "StageResult") -> dict:
     }
 
 
-def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storage,
-           settings: PipelineSettings, init: "StageResult | None") -> dg.MaterializeResult:
-    """Train a stage whenever Dagster materializes it. Its work folder is keyed by the root run:
-    a retry or a re-execution from failure resumes the crashed attempt's ``last.ckpt``, a new
-    run trains from scratch. ``current.json``, written last, hands the result on."""
+def train_run(context: dg.AssetExecutionContext, model: str, stage: str, st: Storage,
+              settings: PipelineSettings, init: "StageResult | None", cohort: pl.DataFrame, *,
+              seed: int, work_key: str) -> "StageResult":
+    """Train one stage of ``model`` on ``cohort`` with training seed ``seed`` in the work folder
+    ``work_key``, starting from ``init``'s weights (the MACE stage's, for ``acs``)."""
     from acs_pipeline.training import stages
     from acs_pipeline.training.recipes import plan
 
     view = model_spec(model).view
     stages.set_threads(settings.torch_threads)
-    p = plan(model, stage, settings.profile, seed=settings.seed,
+    p = plan(model, stage, settings.profile, seed=seed,
              accelerator=settings.accelerator, devices=settings.devices,
              strategy=settings.strategy, logger=settings.logger,
              tracking_uri=settings.mlflow_tracking_uri, experiment_name=settings.experiment_name)
+    if not p.train:  # HuBERT-ECG's MACE stage in the paper profile: the pretrained start
+        from acs_pipeline.training import pretrained
+
+        return pretrained.pass_through(st, p, settings.hubert_pretrained_uri, work_key=work_key,
+                                       inputs=_inputs(st, view), endpoint_url=st.endpoint_url)
     init_weights = stages.load_stage_weights(st, init) if init else None
-    work_key = context.run.root_run_id or context.run_id
     with tempfile.TemporaryDirectory(prefix="acs-stage-") as tmp:  # the stage's rows, mapped
-        data = stages.load_stage_data(st, view, frames.read_parquet(st, COHORT), stage,
-                                      Path(tmp), max_train=p.max_train, seed=settings.seed,
-                                      selection=settings.selection)
-        context.log.info(f"{model}/{stage}: {data.counts()}")
-        res = stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
-                                 init_weights=init_weights)
+        data = stages.load_stage_data(st, view, cohort, stage, Path(tmp), max_train=p.max_train,
+                                      seed=seed, selection=settings.selection)
+        context.log.info(f"{model}/{stage} (seed {seed}): {data.counts()}")
+        return stages.train_stage(st, p, data, work_key=work_key, inputs=_inputs(st, view),
+                                  init_weights=init_weights)
+
+
+def _train(context: dg.AssetExecutionContext, model: str, stage: str, st: Storage,
+           settings: PipelineSettings, init: "StageResult | None") -> dg.MaterializeResult:
+    """Train a stage whenever Dagster materializes it. Its work folder is keyed by the root run:
+    a retry or a re-execution from failure resumes the crashed attempt's ``last.ckpt``, a new
+    run trains from scratch. ``current.json``, written last, hands the result on."""
+    res = train_run(context, model, stage, st, settings, init, frames.read_parquet(st, COHORT),
+                    seed=settings.seed, work_key=context.run.root_run_id or context.run.run_id)
     st.write_bytes(RESULT.format(model=model, stage=stage), res.to_json().encode())
     return dg.MaterializeResult(metadata=_checkpoint_metadata(res),
                                 data_version=dg.DataVersion(res.weights_sha256[:16]))
+
+
+def validation_scores(st: Storage, res: "StageResult", rows: pl.DataFrame,
+                      budget_mb: float) -> pl.DataFrame:
+    """``ecg_id, acs, prediction`` of an ACS stage on the cohort ``rows`` that have a tensor,
+    in the rows' order."""
+    from acs_pipeline.training import stages
+
+    ids, probs = stages.predict_view(st, {"prediction": res}, model_spec(res.model).view,
+                                     rows["ecg_id"].to_list(), budget_mb=budget_mb)
+    found = pl.DataFrame({"ecg_id": ids.tolist(), "prediction": probs["prediction"]},
+                         schema={"ecg_id": pl.String, "prediction": pl.Float64})
+    return rows.select("ecg_id", "acs").join(found, on="ecg_id", how="inner",
+                                             maintain_order="left")
 
 
 def _prediction_metadata(w: frames.Written, **extra) -> dict:
@@ -148,12 +174,7 @@ def model_assets(model: str) -> list:
         res = read_result(st, model, "acs")
         co = frames.read_parquet(st, COHORT).filter(
             (pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
-        ids, probs = stages.predict_view(st, {"prediction": res}, view, co["ecg_id"].to_list(),
-                                         budget_mb=settings.predict_memory_mb)
-        found = pl.DataFrame({"ecg_id": ids.tolist(), "prediction": probs["prediction"]},
-                             schema={"ecg_id": pl.String, "prediction": pl.Float64})
-        df = co.select("ecg_id", "acs").join(found, on="ecg_id", how="inner",
-                                             maintain_order="left")
+        df = validation_scores(st, res, co, settings.predict_memory_mb)
         prob = df["prediction"].to_numpy()
         w = frames.write_csv(st, PREDICTIONS.format(model=model, name="validation"), df)
         from acs_pipeline.evaluation.ranking import auroc
