@@ -5,8 +5,9 @@ Under ``spawn`` (Dagster's default) every step is a fresh interpreter that impor
 polars, pyarrow and the code location and builds the definitions again: 3-6 s per step on a
 busy 2-core machine, one after another. With ``forkserver``, ``preload_modules`` and
 ``_forkserver`` (which builds the definitions once in the server) a step starts in well under a
-second; the server costs about 3 s once per run. Measured through the CLI on 7.5k ECGs
-(``benchmarks/pipeline.py``): a no-change run 37 s -> 13 s, a first run 49 s -> 27 s. The
+second; the server costs 2-3 s once per run. Measured through the CLI on 7.5k ECGs
+(``benchmarks/pipeline.py``, one session, load 1.6-4.6): first run 74.7 s (spawn) -> 27.3 s,
+no-change run 56.6 s -> 12.5 s (in-process: 27.8 s and 9.3 s, without parallel steps). The
 in-process mode stays available by config (``execution: config: in_process: {}``, as
 ``make demo`` passes), and any ``start_method`` given in config wins over the default.
 """
