@@ -52,7 +52,8 @@ S4_LENGTH = 5000  # the input length of the first forward pass in prediction.py
 def authors_s4(loaded: nn.Module) -> nn.Module:
     """A fresh paper S4 holding ``loaded``'s tensors as ``prediction.py`` holds them after its
     first 5000-sample forward pass (see module doc); ``loaded`` is left unchanged."""
-    fresh = build_model("s4", "paper")
+    with torch.random.fork_rng(devices=[]):  # the fresh init is thrown away
+        fresh = build_model("s4", "paper")
     own = fresh.state_dict()
     state = {
         k: (own[k] if k.endswith((".omega", ".z")) else v)  # keep the fresh kernel length
