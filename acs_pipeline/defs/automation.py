@@ -13,7 +13,7 @@ import dagster as dg
 
 from acs_pipeline.defs.gpu import describe, gpu_run_tags
 from acs_pipeline.defs.resources import GpuLauncherSettings, RawDataResource, gpu_settings
-from acs_pipeline.ingest.manifest import NPZ_DIR
+from acs_pipeline.ecg.leads import NPZ_DIR
 from acs_pipeline.io.objects import TransientStorageError
 
 if TYPE_CHECKING:

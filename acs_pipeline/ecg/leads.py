@@ -22,6 +22,8 @@ try:  # libdeflate bindings; zlib (3x slower) where no wheel exists
 except ImportError:  # pragma: no cover - exercised by monkeypatching in the tests
     _libdeflate = None
 
+# Each ECG is one file, ``ecg-waveforms-npz/<first 2 hex digits>/<10 hex digits>.npz``.
+NPZ_DIR = "ecg-waveforms-npz"
 FS = 500
 N_SAMPLES = 5000
 WINDOW = 1250

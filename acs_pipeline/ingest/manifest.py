@@ -14,10 +14,10 @@ import re
 
 import polars as pl
 
+from acs_pipeline.ecg.leads import NPZ_DIR
 from acs_pipeline.io.storage import Storage
 
-NPZ_DIR = "ecg-waveforms-npz"
-_KEY = re.compile(r"^ecg-waveforms-npz/([0-9a-f]{2})/([0-9a-f]{10})\.npz$")
+_KEY = re.compile(rf"^{NPZ_DIR}/([0-9a-f]{{2}})/([0-9a-f]{{10}})\.npz$")
 MANIFEST_SCHEMA = {
     "key": pl.String, "ecg_id": pl.String, "shard": pl.String, "size": pl.Int64,
     "etag": pl.String, "sha256": pl.String, "status": pl.String, "detail": pl.String,

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from acs_pipeline.ecg.leads import NPZ_DIR
 from acs_pipeline.synth import SynthError
 from acs_pipeline.synth.dipole import Recording
 from acs_pipeline.synth.latent import Calibration, calibrate, scale_ischemia
@@ -42,7 +43,6 @@ from acs_pipeline.synth.layout import (
     METADATA_FILE,
     NPY_INDEX_COLUMNS,
     NPY_INDEX_FILE,
-    NPZ_DIR,
     PATIENT_COLUMNS,
     PATIENT_FILE,
     TRUTH_COLUMNS,

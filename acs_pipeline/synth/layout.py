@@ -7,7 +7,6 @@ from datetime import datetime
 from acs_pipeline.cohort.tables import RACE_COLUMNS, TABLES
 
 DATASET = "ed-bwh-ecg"
-NPZ_DIR = "ecg-waveforms-npz"
 TRUTH_FILE = "synthetic-truth.csv"
 PATIENT_FILE = TABLES["patient"].file
 METADATA_FILE = TABLES["ecg_metadata"].file

@@ -17,7 +17,7 @@ from acs_pipeline.defs.automation import DATA_GROUPS, NETWORK_GROUPS, raw_data_s
 from acs_pipeline.defs.gpu import ECS_TAGS, K8S_TAG
 from acs_pipeline.defs.models.assets import MODELS
 from acs_pipeline.defs.resources import GPU_VARIABLES, MissingSettingError, RawDataResource
-from acs_pipeline.ingest.manifest import NPZ_DIR
+from acs_pipeline.ecg.leads import NPZ_DIR
 from acs_pipeline.io.objects import StorageAccessError, StorageError, StoredObject
 from acs_pipeline_tests.s3_fixtures import s3_client
 

@@ -12,7 +12,8 @@ from acs_pipeline.defs.common import (
     transient_only,
 )
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
-from acs_pipeline.ingest.manifest import NPZ_DIR, build_manifest
+from acs_pipeline.ecg.leads import NPZ_DIR
+from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
 
