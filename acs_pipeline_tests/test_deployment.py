@@ -451,7 +451,7 @@ def test_compose_services_and_healthchecks(compose: dict) -> None:
         "dagster-webserver",
         "dagster-daemon",
     }
-    assert services["postgres"]["image"].startswith("postgres:16")
+    assert re.fullmatch(r"postgres:16\.\d+-\w+", services["postgres"]["image"])
     for name in ("postgres", "code", "dagster-webserver", "dagster-daemon"):
         assert services[name]["healthcheck"]["test"], name
     for name in ("dagster-webserver", "dagster-daemon"):
@@ -589,6 +589,24 @@ def test_dockerfile_copies_existing_paths_and_runs_unprivileged(name: str) -> No
     assert "-c constraints.txt" in " ".join(docker_args(path, "RUN")).replace("/tmp/", "")
 
 
+PYTHON_IMAGE = "python:3.11.7-slim-bookworm"
+
+
+@pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu", "Dockerfile.dagster"])
+def test_base_images_are_exact_versions(name: str) -> None:
+    """No moving tag: a rebuild next month starts from the same base image."""
+    path = DOCKER / name
+    defaults = arg_defaults(path)
+    for base in docker_args(path, "FROM"):
+        base = re.sub(r"\$\{(\w+)\}", lambda m: defaults[m.group(1)], base).split()[0]
+        assert re.fullmatch(r"python:\d+\.\d+\.\d+-slim-\w+|pytorch/pytorch:[\d.]+-cuda[\d.]+-"
+                            r"cudnn\d+-runtime", base), f"{name}: FROM {base}"
+    if name != "Dockerfile.gpu":
+        assert docker_args(path, "FROM") == [PYTHON_IMAGE]
+    local = sys.version_info
+    assert PYTHON_IMAGE.startswith(f"python:{local.major}.{local.minor}.")
+
+
 @pytest.mark.parametrize("name", ["Dockerfile", "Dockerfile.gpu"])
 def test_code_images_serve_the_code_location(name: str) -> None:
     path = DOCKER / name
@@ -604,7 +622,7 @@ def test_code_images_serve_the_code_location(name: str) -> None:
 
 def test_cpu_image_uses_the_cpu_torch_wheel() -> None:
     path = DOCKER / "Dockerfile"
-    assert docker_args(path, "FROM") == ["python:3.11-slim"]
+    assert docker_args(path, "FROM") == [PYTHON_IMAGE]
     runs = docker_args(path, "RUN")
     torch_install = next(run for run in runs if "torch==" in run)
     assert "--index-url https://download.pytorch.org/whl/cpu" in torch_install
