@@ -1,9 +1,9 @@
 """The Dagster code location ``acs_pipeline``: everything under ``acs_pipeline/defs``.
 
 Owners, tags and groups are set here, once for every asset, so the asset graph reads like the
-pipeline: groups in flow order, each asset tagged with its ``stage``, its ``model`` (assets keyed
-``<model>/<name>``) and whether it runs a network (``gpu``); filter on them in the UI
-(``tag:model=s4``, ``tag:gpu=true``).
+pipeline: groups in flow order, each asset tagged with its ``stage``, its ``model`` (set by
+the per-model factories; keys ``<model>_<name>``) and whether it runs a network (``gpu``); filter
+on them in the UI (``tag:model=s4``, ``tag:gpu=true``).
 """
 
 import warnings
@@ -31,8 +31,7 @@ def annotate(spec: dg.AssetSpec) -> dg.AssetSpec:
     if group not in OWNERS:
         raise ValueError(f"asset {spec.key.to_user_string()} is in group {group!r}, which has "
                          f"no place in the flow {FLOW + SIDE}")
-    path = spec.key.path
-    model = path[0] if len(path) == 2 else None
+    model = spec.tags.get("model")
     tags = {"stage": group, "gpu": str(model is not None and "pytorch" in spec.kinds).lower()}
     if model:
         tags["model"] = model

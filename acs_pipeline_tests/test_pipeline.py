@@ -61,10 +61,10 @@ def test_materialize_everything_in_process(tiny_cohort, tmp_path):
     # (one model is enough to show it).
     again = materialize_all(env_for(tiny_cohort, storage),
                             selection=dg.AssetSelection.assets(
-                                "ecg_3by4", ["resnet18", "mace_checkpoint"],
-                                ["resnet18", "acs_checkpoint"]))
+                                "ecg_3by4", "resnet18_mace_checkpoint",
+                                "resnet18_acs_checkpoint"))
     assert meta(again, "ecg_3by4")["shards_computed"] == 0
-    first, second = (meta(r, "resnet18/acs_checkpoint") for r in (result, again))
+    first, second = (meta(r, "resnet18_acs_checkpoint") for r in (result, again))
     assert second["work_key"] != first["work_key"] and second["resumed"] is False
 
 

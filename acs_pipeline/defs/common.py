@@ -19,6 +19,13 @@ HOLDOUT_MANIFEST = "tables/holdout_manifest.parquet"
 COHORT = "tables/cohort.parquet"
 HOLDOUT_PREFIX = "tensors/holdout"
 
+
+def model_key(model: str, name: str) -> dg.AssetKey:
+    """The key of ``model``'s asset ``name``: ``resnet18_acs_checkpoint``. One flat name, not a
+    ``resnet18/acs_checkpoint`` path: the asset graph labels a node with the last part of its
+    key only, and five nodes all titled ``acs_checkpoint`` cannot be told apart."""
+    return dg.AssetKey(f"{model}_{name}")
+
 # Dagster retries a step for ANY exception under a RetryPolicy: steps with RETRY_IO also take
 # @transient_only, which turns every other failure into dg.Failure(allow_retries=False).
 RETRY_IO = dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL)

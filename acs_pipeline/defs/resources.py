@@ -170,10 +170,10 @@ class PipelineSettings(dg.ConfigurableResource):
         "select on the validation split the report scores).",
     )
     seeds: list[int] = Field(
-        default=[], description="Extra training seeds for `<model>/seed_sweep` (ACS_SEEDS, e.g. "
+        default=[], description="Extra training seeds for `<model>_seed_sweep` (ACS_SEEDS, e.g. "
         "'0,1,2'; splits fixed); none and no split seeds -> the sweep is skipped.")
     split_seeds: list[int] = Field(
-        default=[], description="Split seeds for `<model>/seed_sweep` (ACS_SPLIT_SEEDS; the "
+        default=[], description="Split seeds for `<model>_seed_sweep` (ACS_SPLIT_SEEDS; the "
         "training seed fixed at ACS_SEED).")
     sweep_models: list[str] = Field(
         default=[], description="The models whose seed sweep runs (ACS_SWEEP_MODELS, "
@@ -285,31 +285,42 @@ def resources_from_env(env: Mapping[str, str]) -> dict[str, dg.ConfigurableResou
             ingest_step_files=int(env.get("ACS_INGEST_STEP_FILES", "512")),
             shard_digits=int(env.get("ACS_INGEST_SHARD_DIGITS", "2")),
         ),
-        "settings": PipelineSettings(
-            profile=env.get("ACS_PROFILE", "smoke"),
-            seed=int(env.get("ACS_SEED", "0")),
-            accelerator=env.get("ACS_ACCELERATOR", "auto"),
-            devices=env.get("ACS_DEVICES", "auto"),
-            strategy=env.get("ACS_STRATEGY", "auto"),
-            logger=env.get("ACS_LOGGER", "csv"),
-            mlflow_tracking_uri=env.get("ACS_MLFLOW_TRACKING_URI")
-            or env.get("MLFLOW_TRACKING_URI")
-            or None,
-            experiment_name=env.get("ACS_EXPERIMENT", "acs-pipeline"),
-            torch_threads=int(env.get("ACS_TORCH_THREADS", "0")),
-            predict_memory_mb=int(env.get("ACS_PREDICT_MEMORY_MB", "2048")),
-            truth_uri=env.get("ACS_TRUTH_URI") or None,
-            id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
-            prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
-            released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
-            hubert_pretrained_uri=env.get("ACS_HUBERT_PRETRAINED_URI") or None,
-            selection=env.get("ACS_SELECTION") or "selection_split",
-            seeds=_ints(env, "ACS_SEEDS"),
-            split_seeds=_ints(env, "ACS_SPLIT_SEEDS"),
-            sweep_models=[m.strip() for m in env.get("ACS_SWEEP_MODELS", "").split(",")
-                          if m.strip()],
-        ),
+        "settings": settings_from_env(env),
     }
+
+
+def settings_from_env(env: Mapping[str, str]) -> "PipelineSettings":
+    """The pipeline settings from ``ACS_*`` variables (``resources_from_env``'s ``settings``)."""
+    return PipelineSettings(
+        profile=env.get("ACS_PROFILE", "smoke"),
+        seed=int(env.get("ACS_SEED", "0")),
+        accelerator=env.get("ACS_ACCELERATOR", "auto"),
+        devices=env.get("ACS_DEVICES", "auto"),
+        strategy=env.get("ACS_STRATEGY", "auto"),
+        logger=env.get("ACS_LOGGER", "csv"),
+        mlflow_tracking_uri=env.get("ACS_MLFLOW_TRACKING_URI")
+        or env.get("MLFLOW_TRACKING_URI")
+        or None,
+        experiment_name=env.get("ACS_EXPERIMENT", "acs-pipeline"),
+        torch_threads=int(env.get("ACS_TORCH_THREADS", "0")),
+        predict_memory_mb=int(env.get("ACS_PREDICT_MEMORY_MB", "2048")),
+        truth_uri=env.get("ACS_TRUTH_URI") or None,
+        id_column=env.get("ACS_SUBMISSION_ID_COLUMN", "ecg_id"),
+        prediction_column=env.get("ACS_SUBMISSION_PREDICTION_COLUMN", "prediction"),
+        released_weights_uri=env.get("ACS_RELEASED_WEIGHTS_URI") or None,
+        hubert_pretrained_uri=env.get("ACS_HUBERT_PRETRAINED_URI") or None,
+        selection=env.get("ACS_SELECTION") or "selection_split",
+        seeds=_ints(env, "ACS_SEEDS"),
+        split_seeds=_ints(env, "ACS_SPLIT_SEEDS"),
+        sweep_models=[m.strip() for m in env.get("ACS_SWEEP_MODELS", "").split(",")
+                      if m.strip()],
+    )
+
+
+def loaded_settings() -> "PipelineSettings":
+    """The settings of this process's environment, as the code location loads them (the
+    training assets' code versions name the settings that change what is trained)."""
+    return settings_from_env(os.environ)
 
 
 @dg.definitions

@@ -1,13 +1,13 @@
 """Seed sweeps: how much a model's validation AUROC moves with the seed.
 
-``<model>/seed_sweep`` trains the model again (MACE, then ACS) once per extra training seed
+``<model>_seed_sweep`` trains the model again (MACE, then ACS) once per extra training seed
 (``ACS_SEEDS``; the cohort's splits fixed) and once per split seed (``ACS_SPLIT_SEEDS``; the
 splits redrawn with ``cohort.build.assign_splits``, the training seed fixed at ``ACS_SEED``),
 scores each run on its own validation split and writes every run and a summary per kind (mean,
 sample standard deviation, min, max; the default run counts in both; a run whose splits have too
 few cases to train is a row with its ``error``, counted as failed) under the storage root:
-:data:`RUNS` and :data:`SUMMARY`. The default run is the graph's own ``acs_checkpoint`` (seed
-``ACS_SEED``, the cohort's splits): it is not retrained, and it alone is the leaderboard
+:data:`RUNS` and :data:`SUMMARY`. The default run is the graph's own ``<model>_acs_checkpoint``
+(seed ``ACS_SEED``, the cohort's splits): it is not retrained, and it alone is the leaderboard
 submission. With no extra seeds, or a model not in ``ACS_SWEEP_MODELS``, the asset is skipped.
 """
 
@@ -15,18 +15,19 @@ import dagster as dg
 import polars as pl
 
 from acs_pipeline.cohort.build import assign_splits
-from acs_pipeline.defs.common import COHORT, EAGER, md_table
+from acs_pipeline.defs.common import COHORT, EAGER, md_table, model_key
 from acs_pipeline.defs.models.assets import (
     MODELS,
     PREDICTIONS,
     read_result,
     train_run,
+    training_version,
     validation_scores,
 )
-from acs_pipeline.defs.resources import PipelineSettings, StorageResource
+from acs_pipeline.defs.resources import PipelineSettings, StorageResource, loaded_settings
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
-from acs_pipeline.models.specs import TRAINING_CODE_VERSION, model_spec
+from acs_pipeline.models.specs import model_spec
 
 RUNS = "reports/seed_sweep/{model}_runs.csv"
 SUMMARY = "reports/seed_sweep/{model}_summary.csv"
@@ -101,12 +102,22 @@ def sweep(context: dg.AssetExecutionContext, model: str, st: Storage,
     return pl.DataFrame(rows, infer_schema_length=None)
 
 
-def seed_sweep_asset(model: str) -> dg.AssetsDefinition:
-    @dg.asset(key=[model, "seed_sweep"], group_name="evaluation", kinds={"pytorch", "csv"},
-              code_version=TRAINING_CODE_VERSION, pool="gpu", output_required=False,
+def sweep_version(model: str, s: PipelineSettings) -> str:
+    """The sweep's code version: its model's training version and the seeds it sweeps."""
+    seeds = ",".join(map(str, s.seeds))
+    splits = ",".join(map(str, s.split_seeds))
+    swept = not s.sweep_models or model in s.sweep_models
+    return f"{training_version(model, s)}/seeds-{seeds}/splits-{splits}/swept-{swept}"
+
+
+def seed_sweep_asset(model: str, settings: PipelineSettings | None = None) -> dg.AssetsDefinition:
+    @dg.asset(key=model_key(model, "seed_sweep"), tags={"model": model}, group_name="evaluation",
+              kinds={"pytorch", "csv"},
+              code_version=sweep_version(model, settings or loaded_settings()), pool="gpu",
+              output_required=False,
               automation_condition=EAGER,
               deps=["cohort", model_spec(model).view,
-                    dg.AssetKey([model, "validation_predictions"])],
+                    model_key(model, "validation_predictions")],
               description=f"{model} trained again per extra training seed (ACS_SEEDS, splits "
                           "fixed) and per split seed (ACS_SPLIT_SEEDS), each run scored on its "
                           "validation split; every run and the mean / spread per kind. The "
@@ -147,4 +158,5 @@ def seed_sweep_asset(model: str) -> dg.AssetsDefinition:
 @dg.definitions
 def seeds() -> dg.Definitions:
     """One seed sweep per model."""
-    return dg.Definitions(assets=[seed_sweep_asset(m) for m in MODELS])
+    settings = loaded_settings()
+    return dg.Definitions(assets=[seed_sweep_asset(m, settings) for m in MODELS])

@@ -11,7 +11,7 @@ from torch import nn
 
 from acs_pipeline.models.ecg_omi import ECGOMI
 from acs_pipeline.models.resnet1d import ResidualBlock1D, ResNet1D, resnet18_1d, resnet50_1d
-from acs_pipeline.models.specs import PROFILES, UnknownModelError, model_spec
+from acs_pipeline.models.specs import PROFILES, UnknownModelError, hubert_size, model_spec
 
 # Smoke widths of the ResNets: (base channels, head width). The smoke nets train without dropout
 # (a few hundred steps on a few hundred ECGs leave nothing to regularise) and with zero-initialised
@@ -82,4 +82,4 @@ def build_model(name: str, profile: str = "paper") -> nn.Module:
         return ECGOMI()
     if spec.name == "s4":
         return _build_s4(profile)
-    return _build_hubert(spec.name.removeprefix("hubert_"), profile)
+    return _build_hubert(hubert_size(spec.name, profile), profile)

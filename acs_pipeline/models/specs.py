@@ -10,11 +10,15 @@ MODEL_NAMES = (
     "resnet18",
     "resnet50",
     "ecg_omi",
+    "hubert",
     "hubert_small",
     "hubert_base",
     "hubert_large",
 )
 PROFILES = ("paper", "smoke")
+# ``hubert``, the graph's HuBERT-ECG, takes its size from the profile: the paper fine-tunes
+# HuBERT-ECG large (the authors' finetune.sh); the smoke profile's HuBERT is tiny at any size.
+HUBERT_SIZE = {"paper": "large", "smoke": "small"}
 
 
 class UnknownModelError(ValueError):
@@ -39,10 +43,21 @@ _SPECS: dict[str, ModelSpec] = {
     # HuBERT-ECG fine-tuning: AdamW lr 1e-5, batch 64 (the authors' ACS fine-tuning command;
     # the rest of its recipe: training/recipes.py, docs/recipes.md).
     **{
-        f"hubert_{size}": ModelSpec(f"hubert_{size}", "ecg_12lead", 64, 1e-5)
-        for size in ("small", "base", "large")
+        name: ModelSpec(name, "ecg_12lead", 64, 1e-5)
+        for name in ("hubert", "hubert_small", "hubert_base", "hubert_large")
     },
 }
+
+
+def hubert_size(name: str, profile: str) -> str:
+    """The HuBERT-ECG size (small, base, large) that model ``name`` builds under ``profile``."""
+    if name == "hubert":
+        if profile not in HUBERT_SIZE:
+            raise UnknownModelError(f"unknown profile {profile!r}; expected one of {PROFILES}")
+        return HUBERT_SIZE[profile]
+    if not name.startswith("hubert_"):
+        raise UnknownModelError(f"{name!r} is not a HuBERT-ECG model")
+    return model_spec(name).name.removeprefix("hubert_")
 
 
 def model_spec(name: str) -> ModelSpec:

@@ -68,6 +68,7 @@ def predict(
 # fragmentation); the smoke widths cost less, so the budget is conservative for them.
 PREDICT_MB_PER_ECG = {"resnet18": 2.3, "resnet50": 18.4, "ecg_omi": 2.3, "s4": 73.4,
                       "hubert_small": 18.8, "hubert_base": 14.2, "hubert_large": 13.1}
+PREDICT_MB_PER_ECG["hubert"] = max(PREDICT_MB_PER_ECG[f"hubert_{s}"] for s in ("small", "large"))
 MEMORY_MARGIN = 1.5
 DEFAULT_PREDICT_MEMORY_MB = 2048
 MAX_PREDICT_BATCH = 256

@@ -26,6 +26,7 @@ from acs_pipeline.models.checkpoints import (
     load_checkpoint,
 )
 from acs_pipeline.models.registry import build_model
+from acs_pipeline.models.specs import hubert_size
 from acs_pipeline.training.recipes import StagePlan
 from acs_pipeline.training.stages import MODEL_CARD, WEIGHTS, StageResult, stage_dir
 
@@ -44,7 +45,7 @@ def pretrained_source(p: StagePlan, setting: str | None) -> str | None:
     if p.init != "pretrained":
         return None
     if not setting:
-        size = p.model.removeprefix("hubert_")
+        size = hubert_size(p.model, p.profile)
         raise PretrainedWeightsError(
             f"{p.model} in the {p.profile} profile is fine-tuned from the self-supervised "
             f"pretrained HuBERT-ECG backbone (hubert_ecg_{size}.pt), which is never downloaded: "

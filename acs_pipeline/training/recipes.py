@@ -26,7 +26,7 @@ from typing import Any
 from torch import nn
 
 from acs_pipeline.models.registry import build_model
-from acs_pipeline.models.specs import PROFILES, model_spec
+from acs_pipeline.models.specs import PROFILES, hubert_size, model_spec
 from acs_pipeline.training.config import TrainConfig
 
 PAPER_EPOCHS = 50
@@ -36,7 +36,7 @@ HUBERT_PAPER: dict[str, Any] = {
     "max_epochs": -1, "max_steps": 7000, "val_check_interval": 50, "early_stop_patience": 8,
     "early_stop_min_delta": 1e-3, "betas": (0.9, 0.98), "eps": 1e-9, "weight_decay": 0.01,
     "schedule": "linear", "warmup_frac": 0.08, "pos_weight": True, "optimizer": "adamw"}
-HUBERT_BLOCKS = {"hubert_small": 8, "hubert_base": 12, "hubert_large": 16}  # all of each size
+HUBERT_BLOCKS = {"small": 8, "base": 12, "large": 16}  # every transformer block of each size
 
 # The smoke profile: batches of 32; an epoch covers the stage's training set up to a cap on its
 # batches, so the tests' tiny cohort trains proportionally less. The MACE stage is a short
@@ -94,7 +94,8 @@ def plan(model: str, stage: str, profile: str, *, seed: int = 0, accelerator: st
         raise ValueError(f"unknown stage {stage!r}; expected 'mace' or 'acs'")
     after = "previous" if stage == "acs" else "random"
     if profile == "paper" and hubert:
-        cfg = TrainConfig(batch_size=spec.batch_size, unfrozen_blocks=HUBERT_BLOCKS[model],
+        blocks = HUBERT_BLOCKS[hubert_size(model, profile)]
+        cfg = TrainConfig(batch_size=spec.batch_size, unfrozen_blocks=blocks,
                           **{**common, **HUBERT_PAPER})
         if stage == "mace":  # fine-tuned on ACS only: the MACE stage passes the init through
             return StagePlan(model, stage, profile, cfg, init="pretrained", train=False)

@@ -39,7 +39,7 @@ def test_only_released_assets_depend_on_released_assets():
     group = {k for k, s in specs.items() if s.group_name == "released"}
     assert {k.to_user_string() for k in group} == {
         "released_weights",
-        *[f"{m}/released_predictions" for m in RELEASED_MODELS],
+        *[f"{m}_released_predictions" for m in RELEASED_MODELS],
     }
     for key, spec in specs.items():
         if any(d.asset_key in group for d in spec.deps):
@@ -54,7 +54,7 @@ def test_unconfigured_released_assets_are_skipped_and_the_run_succeeds(tmp_path)
     assert result.success
     assert not result.get_asset_materialization_events()
     skipped = {e.step_key for e in result.all_events if e.is_step_skipped}
-    assert skipped == {f"{m}__released_predictions" for m in RELEASED_MODELS}
+    assert skipped == {f"{m}_released_predictions" for m in RELEASED_MODELS}
     logs = " ".join(e.user_message for e in instance.all_logs(result.run_id))
     assert "no released-weights root configured (ACS_RELEASED_WEIGHTS_URI)" in logs
     assert not (tmp_path / "storage" / MANIFEST).exists()
@@ -123,13 +123,13 @@ def test_released_predictions_on_the_tiny_cohort(tiny_cohort, tmp_path, resnet18
     )
     assert result.success
     for model in ("s4", "resnet50", "ecg_omi", "hubert"):
-        assert not result.asset_materializations_for_node(f"{model}__released_predictions")
+        assert not result.asset_materializations_for_node(f"{model}_released_predictions")
 
     cohort = pl.read_parquet(storage / "tables/cohort.parquet")
     val = cohort.filter((pl.col("cohort") == "tested") & (pl.col("split") == "validation"))
     holdout = len(list((tiny_cohort / "ed-bwh-ecg/holdout").rglob("*.npz")))
     for model in ("resnet18",):
-        (mat,) = result.asset_materializations_for_node(f"{model}__released_predictions")
+        (mat,) = result.asset_materializations_for_node(f"{model}_released_predictions")
         meta = {k: v.value for k, v in mat.metadata.items()}
         v = pl.read_csv(
             storage / f"predictions/{model}/released_validation.csv",

@@ -88,13 +88,13 @@ def test_a_sweep_trains_distinct_runs_and_writes_mean_and_spread(tiny_cohort, tm
     good, bad = min(k for k, v in ok.items() if v), min(k for k, v in ok.items() if not v)
     env = env_for(tiny_cohort, storage, ACS_SEEDS="0,1", ACS_SPLIT_SEEDS=f"{good},{bad}",
                   ACS_SWEEP_MODELS="resnet18")
-    selection = dg.AssetSelection.assets(*[["resnet18", a] for a in (
+    selection = dg.AssetSelection.assets(*[f"resnet18_{a}" for a in (
         "mace_checkpoint", "acs_checkpoint", "validation_predictions", "seed_sweep")],
-        ["s4", "seed_sweep"])
+        "s4_seed_sweep")
     result = dg.materialize(d.assets, selection=selection, resources=resources_from_env(env),
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
-    assert not result.asset_materializations_for_node("s4__seed_sweep")  # not in the list
+    assert not result.asset_materializations_for_node("s4_seed_sweep")  # not in the list
     runs = pl.read_csv(storage / seeds.RUNS.format(model="resnet18"))
     assert runs.select("kind", "training_seed", "split_seed").rows() == [
         ("default", 0, 0), ("training_seed", 1, 0), ("split_seed", 0, good),
@@ -117,5 +117,5 @@ def test_a_sweep_trains_distinct_runs_and_writes_mean_and_spread(tiny_cohort, tm
     assert by["training_seed"]["sd_auroc"] == pytest.approx(a[:2].std(ddof=1))
     assert (by["split_seed"]["runs"], by["split_seed"]["failed"]) == (2, 1)
     assert by["split_seed"]["mean_auroc"] == pytest.approx(a[[0, 2]].mean())
-    (mat,) = result.asset_materializations_for_node("resnet18__seed_sweep")
+    (mat,) = result.asset_materializations_for_node("resnet18_seed_sweep")
     assert "training seed 0, split seed 0" in mat.metadata["submission"].value

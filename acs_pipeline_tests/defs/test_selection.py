@@ -70,8 +70,7 @@ def test_each_stage_selects_its_checkpoint_on_the_named_split(graph, tiny_cohort
     d, storage, _ = graph
     monkeypatch.setattr(stages, "build_model", lambda model, profile: TinyNet())
     env = env_for(tiny_cohort, storage, ACS_SELECTION=selection)
-    keys = [dg.AssetKey(["resnet18", "mace_checkpoint"]), dg.AssetKey(["resnet18",
-                                                                       "acs_checkpoint"])]
+    keys = [dg.AssetKey("resnet18_mace_checkpoint"), dg.AssetKey("resnet18_acs_checkpoint")]
     result = dg.materialize(d.assets, selection=keys, resources=resources_from_env(env),
                             instance=dg.DagsterInstance.ephemeral())
     assert result.success
@@ -84,5 +83,5 @@ def test_each_stage_selects_its_checkpoint_on_the_named_split(graph, tiny_cohort
         assert res["selection"] == selection and len(rows) > 0
         assert res["counts"]["selecting_ecgs"] == len(rows)
         assert res["counts"]["selecting_positives"] == int(rows[stage].sum())
-        (mat,) = result.asset_materializations_for_node(f"resnet18__{stage}_checkpoint")
+        (mat,) = result.asset_materializations_for_node(f"resnet18_{stage}_checkpoint")
         assert mat.metadata["selection"].value == selection

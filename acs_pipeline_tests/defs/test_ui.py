@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -396,3 +397,32 @@ def test_ui_asset_graph_screenshot(dagster_ui):
     REPO_COPY.mkdir(exist_ok=True)
     shutil.copyfile(shot, REPO_COPY / shot.name)
     print(f"screenshot: {shot} (copy: {REPO_COPY / shot.name})")
+
+
+
+def test_ui_graph_labels_tell_the_models_apart(dagster_ui):
+    """Issue 14: the `models` group's graph, rendered in the browser, labels every checkpoint
+    node with its model's name (``resnet18_acs_checkpoint``), none with a bare
+    ``acs_checkpoint``. A tall window keeps all ten nodes in view at full size (the graph
+    renders only the nodes in view, and zoomed out it shortens long labels in the middle)."""
+    from acs_pipeline.defs.models.assets import MODELS
+
+    browser = chromium()
+    if browser is None:
+        pytest.skip("no chromium binary (Debian: apt-get install chromium)")
+    ui = dagster_ui
+    ui.gql("mutation { setNuxSeen }")
+    page = f"{ui.url}/locations/{ui.location}/asset-groups/models"
+    flags = [f for f in CHROMIUM_FLAGS if not f.startswith("--window-size")]
+    wanted = {f"{m}_{stage}_checkpoint" for m in MODELS for stage in ("mace", "acs")}
+    labels: list[str] = []
+    for attempt in range(2):
+        profile = ui.artifacts / f"chromium-profile-models-{attempt}"
+        dom = run_browser([browser, *flags, "--window-size=1600,2400",
+                           f"--user-data-dir={profile}", "--dump-dom", page])
+        (ui.artifacts / "models_graph.html").write_text(dom)
+        # the text of each node's name element
+        labels = re.findall(r'class="AssetNode_assetName[^"]*"[^>]*>(?:<[^>]*>)*([^<]+)<', dom)
+        if wanted <= set(labels):
+            break
+    assert sorted(labels) == sorted(wanted), f"{page} (DOM: {ui.artifacts})"

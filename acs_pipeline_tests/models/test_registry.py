@@ -8,7 +8,13 @@ from sklearn.metrics import roc_auc_score
 from acs_pipeline.models.ecg_omi import ECGOMI
 from acs_pipeline.models.registry import build_model
 from acs_pipeline.models.resnet1d import ResNet1D
-from acs_pipeline.models.specs import MODEL_NAMES, ModelSpec, UnknownModelError, model_spec
+from acs_pipeline.models.specs import (
+    MODEL_NAMES,
+    ModelSpec,
+    UnknownModelError,
+    hubert_size,
+    model_spec,
+)
 from acs_pipeline_tests.models.reference import (
     REFERENCE_KEYS,
     reference_layout,
@@ -21,15 +27,16 @@ pytestmark = pytest.mark.usefixtures("single_thread_torch")
 
 def test_names_and_specs():
     assert MODEL_NAMES == (
-        "s4", "resnet18", "resnet50", "ecg_omi", "hubert_small", "hubert_base", "hubert_large",
+        "s4", "resnet18", "resnet50", "ecg_omi", "hubert", "hubert_small", "hubert_base",
+        "hubert_large",
     )  # fmt: skip
     assert model_spec("s4") == ModelSpec("s4", "ecg_3by4", 32, 1e-4)
-    assert set(REFERENCE_KEYS) == set(MODEL_NAMES)
+    assert set(REFERENCE_KEYS) == set(MODEL_NAMES) - {"hubert"}  # hubert: a size per profile
     for name in ("resnet18", "resnet50", "ecg_omi"):
         spec = model_spec(name)
         assert (spec.view, spec.batch_size, spec.lr) == ("ecg_3by4", 64, 1e-4)
-    for size in ("small", "base", "large"):
-        spec = model_spec(f"hubert_{size}")
+    for name in ("hubert", "hubert_small", "hubert_base", "hubert_large"):
+        spec = model_spec(name)
         assert (spec.view, spec.batch_size, spec.lr) == ("ecg_12lead", 64, 1e-5)
     with pytest.raises(dataclasses.FrozenInstanceError):
         model_spec("s4").lr = 1.0  # type: ignore[misc]
@@ -174,3 +181,15 @@ def test_memorises_32_noise_samples_to_training_auroc_1(name):
             break
     assert aucs[0] < 0.9, aucs[0]
     assert aucs[-1] == 1.0, aucs
+
+
+def test_hubert_takes_its_size_from_the_profile():
+    assert [hubert_size("hubert", p) for p in ("paper", "smoke")] == ["large", "small"]
+    assert hubert_size("hubert_base", "smoke") == "base"  # a sized name keeps its size
+    with pytest.raises(UnknownModelError):
+        hubert_size("resnet18", "paper")
+    torch.manual_seed(0)
+    a = build_model("hubert", "smoke").state_dict()
+    torch.manual_seed(0)
+    b = build_model("hubert_small", "smoke").state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)

@@ -16,13 +16,13 @@ from torch.nn import functional as F
 from acs_pipeline.evaluation.ranking import auroc
 from acs_pipeline.models.hubert import hubert_config
 from acs_pipeline.models.resnet1d import ResidualBlock1D
-from acs_pipeline.models.specs import model_spec
+from acs_pipeline.models.specs import hubert_size, model_spec
 from acs_pipeline.training import recipes
 from acs_pipeline.training.data import STAGES, EpochBatchSampler
 from acs_pipeline.training.fit import fit
 from acs_pipeline.training.predict import predict
 
-SMOKE_MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert_small")
+SMOKE_MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert")
 DEMO_TESTED_TRAIN = 341  # tested-cohort training ECGs of the demo cohort (make demo)
 TINY_TESTED_TRAIN = 87  # ... of the tests' tiny cohort (conftest.tiny_cohort)
 
@@ -70,12 +70,12 @@ def planned(model: str, stage: str, setting: str) -> object:
     if kind == "plan":
         return getattr(p, name)
     assert kind == "model", setting
-    return getattr(hubert_config(model.removeprefix("hubert_")), name)
+    return getattr(hubert_config(hubert_size(model, "paper")), name)
 
 
 def test_docs_table_every_paper_model_and_stage():
     tables = paper_tables()
-    assert set(tables) == {*CNN_S4, "hubert_large"}
+    assert set(tables) == {*CNN_S4, "hubert"}
     for model, stages in tables.items():
         for stage, rows in stages.items():
             assert len(rows) >= 13, (model, stage)
@@ -83,9 +83,22 @@ def test_docs_table_every_paper_model_and_stage():
             assert got == rows, (model, stage)
 
 
+def test_the_graph_trains_the_tabled_models_hubert_large_in_the_paper_profile():
+    from acs_pipeline.defs.models.assets import MODELS
+
+    assert set(MODELS) == set(paper_tables())
+    assert hubert_size("hubert", "paper") == "large"
+    net = recipes.trainable_model("hubert", "paper").model
+    assert net.hubert_ecg.config.hidden_size == hubert_config("large").hidden_size
+    assert len(net.hubert_ecg.encoder.layers) == 16
+    for stage in STAGES:
+        a, b = (recipes.plan(m, stage, "paper", logger="none") for m in ("hubert", "hubert_large"))
+        assert dataclasses.replace(a, model="hubert_large") == b
+
+
 def test_paper_hubert_sizes_differ_from_the_tabled_large_only_in_size():
-    large = paper_tables()["hubert_large"]
-    for model, blocks in (("hubert_small", 8), ("hubert_base", 12)):
+    large = paper_tables()["hubert"]
+    for model, blocks in (("hubert_small", 8), ("hubert_base", 12), ("hubert_large", 16)):
         for stage, rows in large.items():
             got = {k: planned(model, stage, k) for k in rows if not k.startswith("model.")}
             want = {k: v for k, v in rows.items() if not k.startswith("model.")}

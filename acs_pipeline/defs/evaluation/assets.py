@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
-from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_MANIFEST
+from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_MANIFEST, model_key
 from acs_pipeline.defs.models.assets import MODELS, PREDICTIONS, read_result
 from acs_pipeline.defs.released.assets import released_scores
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
@@ -28,7 +28,7 @@ BASELINE = "logistic_baseline"
 def _validation_predictions(st: Storage, name: str) -> pl.DataFrame:
     rel = PREDICTIONS.format(model=name, name="validation")
     if not st.exists(rel):
-        raise dg.Failure(f"{name}/validation_predictions has no file at {st.uri(rel)}")
+        raise dg.Failure(f"{name}_validation_predictions has no file at {st.uri(rel)}")
     return frames.read_csv(st, rel, schema_overrides={"ecg_id": pl.String})
 
 
@@ -92,8 +92,8 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
     specs=[
         dg.AssetSpec("evaluation_report", group_name="evaluation", kinds={"html"},
                      code_version="2", automation_condition=EAGER,
-                     deps=["cohort", *[[m, "validation_predictions"] for m in MODELS],
-                           [BASELINE, "validation_predictions"]],
+                     deps=["cohort", *[model_key(m, "validation_predictions") for m in MODELS],
+                           model_key(BASELINE, "validation_predictions")],
                      description="Self-contained HTML report: the models' table (a smoke run "
                                  "marked as such), ROC, PR, calibration, decision curves, "
                                  "subgroups, the paper's figures apart, lineage."),
@@ -138,7 +138,8 @@ def _holdout_ids(st: Storage) -> list[str]:
 
 
 @dg.asset(group_name="evaluation", kinds={"csv"}, code_version="1",
-          deps=["holdout_manifest", "cohort", *[[m, "holdout_predictions"] for m in MODELS]],
+          deps=["holdout_manifest", "cohort",
+                *[model_key(m, "holdout_predictions") for m in MODELS]],
           automation_condition=EAGER,
           description="Leaderboard CSVs, one per task (ACS, MACE) and model, validated before "
                       "they are written.")

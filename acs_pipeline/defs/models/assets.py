@@ -9,8 +9,15 @@ import dagster as dg
 import polars as pl
 
 from acs_pipeline.cohort.tables import CLASSICAL_FLAGS
-from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX, WHEN_CHANGED, md_table
-from acs_pipeline.defs.resources import PipelineSettings, StorageResource
+from acs_pipeline.defs.common import (
+    COHORT,
+    EAGER,
+    HOLDOUT_PREFIX,
+    WHEN_CHANGED,
+    md_table,
+    model_key,
+)
+from acs_pipeline.defs.resources import PipelineSettings, StorageResource, loaded_settings
 from acs_pipeline.ingest import read as ingest
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
@@ -22,11 +29,22 @@ if TYPE_CHECKING:
 # torch, Lightning and scikit-learn are imported inside the asset functions, so that loading
 # the definitions (every step process does) stays fast.
 
-# The models of the benchmark that the graph trains (HuBERT in its small size; set in code).
-MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert_small")
+# The models of the benchmark that the graph trains; ``hubert`` is HuBERT-ECG at the profile's
+# size (large in the paper profile, models/specs.py HUBERT_SIZE).
+MODELS = ("resnet18", "resnet50", "ecg_omi", "s4", "hubert")
 RESULT = "models/{model}/{stage}/current.json"
 PREDICTIONS = "predictions/{model}/{name}.csv"
 TRAIN_RETRY = dg.RetryPolicy(max_retries=1, delay=30)
+
+
+def training_version(model: str, s: PipelineSettings) -> str:
+    """The code version of ``model``'s trained assets: the training code's version and the
+    settings that change what is trained (profile, training seed, checkpoint selection and, for
+    the paper HuBERT-ECG, its pretrained start), so changing one marks the checkpoints stale."""
+    parts = [TRAINING_CODE_VERSION, s.profile, f"seed-{s.seed}", s.selection]
+    if model.startswith("hubert") and s.profile == "paper":
+        parts.append(f"init-{s.hubert_pretrained_uri or 'unset'}")
+    return "/".join(parts)
 
 
 def git_revision() -> str:
@@ -51,7 +69,7 @@ def read_result(st: Storage, model: str, stage: str) -> "StageResult":
 
     rel = RESULT.format(model=model, stage=stage)
     if not st.exists(rel):
-        raise dg.Failure(f"{model}/{stage}_checkpoint has not been materialized ({st.uri(rel)})")
+        raise dg.Failure(f"{model}_{stage}_checkpoint has not been materialized ({st.uri(rel)})")
     return stages.StageResult.from_json(st.read_bytes(rel))
 
 
@@ -139,20 +157,23 @@ def _prediction_metadata(w: frames.Written, **extra) -> dict:
             "bytes": w.bytes, "sha256": w.sha256, **extra}
 
 
-def model_assets(model: str) -> list:
+def model_assets(model: str, settings: PipelineSettings | None = None) -> list:
+    """``model``'s checkpoints and predictions; code versions from ``settings`` (default: the
+    environment's, as the code location loads them)."""
     view = model_spec(model).view
-    tags = {"gpu": "true"}
+    version = training_version(model, settings or loaded_settings())
+    tags = {"gpu": "true", "model": model}
 
-    @dg.asset(key=[model, "mace_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=TRAINING_CODE_VERSION, deps=["cohort", view], pool="gpu",
+    @dg.asset(key=model_key(model, "mace_checkpoint"), group_name="models", kinds={"pytorch"},
+              code_version=version, deps=["cohort", view], pool="gpu",
               retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
               description=f"{model} pre-trained on MACE in the untested cohort.")
     def mace_checkpoint(context: dg.AssetExecutionContext, storage: StorageResource,
                         settings: PipelineSettings) -> dg.MaterializeResult:
         return _train(context, model, "mace", storage.get(), settings, None)
 
-    @dg.asset(key=[model, "acs_checkpoint"], group_name="models", kinds={"pytorch"},
-              code_version=TRAINING_CODE_VERSION, deps=["cohort", view, mace_checkpoint],
+    @dg.asset(key=model_key(model, "acs_checkpoint"), group_name="models", kinds={"pytorch"},
+              code_version=version, deps=["cohort", view, mace_checkpoint],
               pool="gpu", retry_policy=TRAIN_RETRY, tags=tags, automation_condition=WHEN_CHANGED,
               description=f"{model} fine-tuned on ACS in the tested cohort from the MACE "
                           "weights.")
@@ -161,9 +182,9 @@ def model_assets(model: str) -> list:
         st = storage.get()
         return _train(context, model, "acs", st, settings, read_result(st, model, "mace"))
 
-    @dg.asset(key=[model, "validation_predictions"], group_name="predictions",
+    @dg.asset(key=model_key(model, "validation_predictions"), group_name="predictions",
               kinds={"pytorch", "csv"}, code_version="1", deps=[acs_checkpoint, "cohort", view],
-              automation_condition=EAGER,
+              automation_condition=EAGER, tags={"model": model},
               description=f"{model} ACS probabilities on the tested cohort's validation split.")
     def validation_predictions(storage: StorageResource,
                                settings: PipelineSettings) -> dg.MaterializeResult:
@@ -185,10 +206,10 @@ def model_assets(model: str) -> list:
                 missing_tensors=len(co) - len(df), checkpoint=res.checkpoint_uri),
             data_version=dg.DataVersion(w.version))
 
-    @dg.asset(key=[model, "holdout_predictions"], group_name="predictions",
+    @dg.asset(key=model_key(model, "holdout_predictions"), group_name="predictions",
               kinds={"pytorch", "csv"}, code_version="1",
               deps=[acs_checkpoint, mace_checkpoint, f"holdout_{view}"],
-              automation_condition=EAGER,
+              automation_condition=EAGER, tags={"model": model},
               description=f"{model} ACS and MACE probabilities for every holdout ECG.")
     def holdout_predictions(storage: StorageResource,
                             settings: PipelineSettings) -> dg.MaterializeResult:
@@ -209,9 +230,9 @@ def model_assets(model: str) -> list:
 
 
 
-@dg.asset(key=["logistic_baseline", "validation_predictions"], group_name="predictions",
+@dg.asset(key=model_key("logistic_baseline", "validation_predictions"), group_name="predictions",
           kinds={"scikitlearn", "csv"}, code_version="1", deps=["cohort"],
-          automation_condition=EAGER,
+          automation_condition=EAGER, tags={"model": "logistic_baseline"},
           description="Unpenalised logistic regression on the four classical ECG flags, fit on "
                       "the tested cohort's training patients (train and selection splits: "
                       "nothing to select).")
@@ -242,6 +263,6 @@ def logistic_baseline_predictions(storage: StorageResource) -> dg.MaterializeRes
 @dg.definitions
 def models() -> dg.Definitions:
     """The per-model assets (built by a factory) and the logistic baseline."""
-    return dg.Definitions(
-        assets=[*[a for m in MODELS for a in model_assets(m)], logistic_baseline_predictions]
-    )
+    settings = loaded_settings()
+    return dg.Definitions(assets=[*[a for m in MODELS for a in model_assets(m, settings)],
+                                  logistic_baseline_predictions])

@@ -2,7 +2,7 @@
 
 ``released_weights`` verifies the files under ``ACS_RELEASED_WEIGHTS_URI`` (names and formats in
 :mod:`acs_pipeline.models.released`) and copies them under ``models/released/`` with a manifest;
-``<model>/released_predictions`` writes ``predictions/<model>/released_validation.csv``
+``<model>_released_predictions`` writes ``predictions/<model>/released_validation.csv``
 (``ecg_id, acs, prediction``, like ``validation_predictions``) and
 ``predictions/<model>/released_holdout.csv`` (``ecg_id, acs``: the released weights are ACS
 models, so there is no MACE column), under the authors' own prediction protocol for that model
@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 import polars as pl
 
-from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX
+from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_PREFIX, model_key
 from acs_pipeline.defs.models.assets import PREDICTIONS
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
 from acs_pipeline.ingest.subset import iter_subset
@@ -119,7 +119,8 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
     protocol = RELEASED_PROTOCOLS[model]
 
     @dg.asset(
-        key=[model, "released_predictions"],
+        key=model_key(model, "released_predictions"),
+        tags={"model": model},
         group_name="released",
         kinds={"pytorch", "csv"},
         code_version=RELEASED_CODE_VERSION,
@@ -140,14 +141,14 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
         from acs_pipeline.training import stages
 
         if not settings.released_weights_uri:
-            context.log.info(NOT_CONFIGURED.format(what=f"{model}/released_predictions"))
+            context.log.info(NOT_CONFIGURED.format(what=f"{model}_released_predictions"))
             return
         st = storage.get()
         loaded = load_imported(st, model, protocol=protocol)
         if loaded is None:
             context.log.info(
                 f"no released {model} file among the imported weights "
-                f"({st.uri(MANIFEST)}): {model}/released_predictions skipped"
+                f"({st.uri(MANIFEST)}): {model}_released_predictions skipped"
             )
             return
         stages.set_threads(settings.torch_threads)
@@ -193,7 +194,7 @@ def released_predictions_asset(model: str) -> dg.AssetsDefinition:
 def released_scores(st: Storage, settings: PipelineSettings) -> list["ModelScores"]:
     """The report rows ``<model> (released, <protocol>)``: one per released validation file under
     ``st``, while a released-weights root is configured (empty otherwise); the protocol is the
-    one ``<model>/released_predictions`` predicts with (``RELEASED_PROTOCOLS``)."""
+    one ``<model>_released_predictions`` predicts with (``RELEASED_PROTOCOLS``)."""
     if not settings.released_weights_uri:
         return []
     from acs_pipeline.evaluation.inputs import ModelScores

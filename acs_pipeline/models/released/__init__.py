@@ -55,7 +55,7 @@ RELEASED_FILES: dict[str, tuple[str, ...]] = {
 RELEASED_MODELS: tuple[str, ...] = tuple(RELEASED_FILES)
 # The input view of each released model (every HuBERT-ECG size reads the 12-lead view).
 RELEASED_VIEWS: dict[str, str] = {
-    m: model_spec("hubert_small" if m == "hubert" else m).view for m in RELEASED_MODELS
+    m: model_spec(m).view for m in RELEASED_MODELS
 }
 AUTHORS_PREDICTION_PY = "authors_prediction_py"
 AUTHORS_TEST_PY = "authors_test_py"
