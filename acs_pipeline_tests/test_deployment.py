@@ -36,6 +36,7 @@ from dagster._core.storage.config import pg_config
 from dagster._core.workspace.config_schema import process_workspace_config
 from dagster._core.workspace.load import location_origins_from_config
 from dagster._serdes.config_class import class_from_code_pointer
+from dagster_aws.ecs import EcsRunLauncher
 from dagster_postgres.utils import pg_url_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -300,8 +301,10 @@ def test_instance_loads_with_the_settings_we_wrote(
         if name == "dagster.yaml":
             assert type(launcher).__name__ == "DefaultRunLauncher"
         else:
-            # EcsRunLauncher.__init__ checks prefix length, propagate_tags, run_task_kwargs
-            assert type(launcher).__name__ == "EcsRunLauncher"
+            # EcsRunLauncher.__init__ checks prefix length, propagate_tags, run_task_kwargs; the
+            # deployment's subclass gives GPU runs the same secrets (deploy/ecs_launcher.py)
+            assert type(launcher).__name__ == "GpuSecretsEcsRunLauncher"
+            assert isinstance(launcher, EcsRunLauncher)
             assert launcher.container_name == "run"
             assert launcher.run_resources == {"cpu": "2048", "memory": "8192"}
             assert launcher.secrets == [
@@ -645,6 +648,11 @@ def test_dagster_image_pins_the_project_versions() -> None:
     for package in ("dagster", "dagster-webserver", "dagster-postgres", "dagster-aws"):
         assert pinned(package) in runs.split(), package
     assert arg_defaults(path)["DAGSTER_YAML"] == "docker/dagster.yaml"
+    # the AWS instance file's run launcher is in the project: installed without dependencies
+    launcher = load_yaml(DOCKER / "dagster.aws.yaml")["run_launcher"]["module"]
+    assert launcher.startswith("acs_pipeline.")
+    assert "pip install --no-deps /tmp/acs" in runs and f'python -c "import {launcher}"' in runs
+    assert "acs_pipeline /tmp/acs/acs_pipeline" in docker_args(path, "COPY")
     cmd = json.loads(docker_args(path, "CMD")[0])
     assert cmd[0] == "dagster-webserver" and cmd[-1] == "/opt/dagster/app/workspace.yaml"
 

@@ -12,9 +12,10 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "acs_pipeline"
 MAX_LINES = 400
 
-# Which stage may import which: a stage imports only stages of its rank or below.
+# Which stage may import which: a stage imports only stages of its rank or below. `deploy` holds
+# Dagster instance plugins (the run launcher), outside the code location.
 RANK = {"io": 0, "ecg": 0, "cohort": 1, "ingest": 1, "synth": 1, "models": 2, "training": 2,
-        "evaluation": 3, "defs": 4, "definitions": 5, "__main__": 5}
+        "evaluation": 3, "defs": 4, "definitions": 5, "__main__": 5, "deploy": 5}
 STAGES = ("io", "ecg", "cohort", "ingest", "models", "training", "evaluation", "synth", "defs")
 
 

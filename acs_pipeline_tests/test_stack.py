@@ -16,6 +16,7 @@ from cfnlint.api import ManualArgs, lint, lint_file
 from dagster import DagsterInstance
 from moto.iam.access_control import IAMPolicy, PermissionResult
 
+from acs_pipeline.deploy.ecs_launcher import DERIVED_FAMILY_SUFFIX
 from acs_pipeline_tests.stack_fixtures import (
     IMAGES,
     INSTANCE,
@@ -324,7 +325,16 @@ def test_roles_grant_only_what_each_process_needs(stack: Stack) -> None:
     family = f"{LAUNCHER['task_definition_prefix']}_1a2b3c_4d5e6f_7a8b9c"  # the launcher's
     task_definitions = f"arn:aws:ecs:{REGION}:123456789012:task-definition"
     assert allowed(daemon, "ecs:RunTask", f"{task_definitions}/{family}:3")
-    assert allowed(daemon, "ecs:RunTask", out["GpuTaskDefinitionArn"])
+    # GPU runs start the stack's GPU task definition as the launcher derives it (its secrets
+    # added, family `<GPU family>-launched`), never the stack's revision itself; registering it
+    # passes the roles the GPU task definition names
+    gpu_family, _ = out["GpuTaskDefinitionArn"].rsplit("/", 1)[1].split(":")
+    assert allowed(daemon, "ecs:RunTask",
+                   f"{task_definitions}/{gpu_family}{DERIVED_FAMILY_SUFFIX}:7")
+    assert not allowed(daemon, "ecs:RunTask", out["GpuTaskDefinitionArn"])
+    gpu = stack.template["Resources"]["GpuRunTaskDefinition"]["Properties"]
+    assert {gpu["ExecutionRoleArn"]["Fn::GetAtt"][0], gpu["TaskRoleArn"]["Fn::GetAtt"][0]} == {
+        "ExecutionRole", "RunTaskRole"}  # whose PassRole is checked above
     assert not allowed(daemon, "ecs:RunTask", f"{task_definitions}/someone-else:1")
     (run_task,) = [s for s in daemon._policy_json["Statement"] if s["Action"] == "ecs:RunTask"]
     (cluster,) = stack.client("ecs").describe_clusters(clusters=[out["ClusterName"]])["clusters"]

@@ -4,12 +4,14 @@ The AWS stack (docker/aws/stack.template) is created in moto (stack_fixtures.py)
 location is loaded with the environment of the stack's `code` task definition (which names the GPU
 task definition and capacity provider in ``ACS_GPU_*``), the instance with docker/dagster.aws.yaml
 and the daemon task's environment, and runs are created as the UI and the scheduler create them
-and launched by dagster-aws's ``EcsRunLauncher``. Registering and describing task definitions,
-listing secrets and the cluster are moto's. moto 5.2 cannot place these tasks (its RunTask sums
-container-level memory, which these task definitions leave to the task level, and its container
-instances have a fixed 4 vCPU / 7.3 GB), so the RunTask request is taken from the ECS client on
-the wire (botocore's ``before-call.ecs.RunTask`` event, after botocore validated it against
-ECS's API) and answered with a task ARN; everything the request names is checked in moto.
+and launched by the instance file's run launcher (``GpuSecretsEcsRunLauncher``: dagster-aws's
+``EcsRunLauncher`` that starts GPU runs from a copy of the GPU task definition carrying its
+secrets). Registering and describing task definitions, listing secrets and the cluster are
+moto's. moto 5.2 cannot place these tasks (its RunTask sums container-level memory, which these
+task definitions leave to the task level, and its container instances have a fixed 4 vCPU /
+7.3 GB), so the RunTask request is taken from the ECS client on the wire (botocore's
+``before-call.ecs.RunTask`` event, after botocore validated it against ECS's API) and answered
+with a task ARN; everything the request names is checked in moto.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from dagster._daemon import get_default_daemon_logger  # noqa: F401 (imports the
 from dagster._scheduler.scheduler import _create_scheduler_run
 
 from acs_pipeline.defs.gpu import ECS_TAGS, GPU_QUEUE_TAGS
+from acs_pipeline.deploy.ecs_launcher import DERIVED_FAMILY_SUFFIX, GpuSecretsEcsRunLauncher
 from acs_pipeline_tests.stack_fixtures import (
     INSTANCE,
     REGION,
@@ -46,6 +49,7 @@ from acs_pipeline_tests.stack_fixtures import (
     secrets_of,
 )
 from acs_pipeline_tests.test_deployment import LOCATION, MODULE, sqlite_copy
+from acs_pipeline_tests.test_stack import allowed
 
 GPU = {"type": "GPU", "value": "1"}
 
@@ -68,6 +72,10 @@ class Deployment:
     def task_definition(self, name: str) -> dict[str, Any]:
         ecs = self.stack.client("ecs")
         return ecs.describe_task_definition(taskDefinition=name)["taskDefinition"]
+
+    def revisions(self, family: str) -> list[str]:
+        ecs = self.stack.client("ecs")
+        return ecs.list_task_definitions(familyPrefix=family)["taskDefinitionArns"]
 
     @property
     def repository(self):
@@ -135,6 +143,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
             container_image=code["DAGSTER_CURRENT_IMAGE"], location_name=LOCATION)
         with DagsterInstance.from_config(str(home)) as instance, \
                 origin.create_location(instance) as location:
+            assert type(instance.run_launcher) is GpuSecretsEcsRunLauncher
             (cluster_arn,) = ecs.describe_clusters(clusters=[cluster])["clusters"]
             deployed = Deployment(stack, instance, location, provider)
             instance.run_launcher.ecs.meta.events.register(
@@ -171,10 +180,29 @@ def container_overrides(request: dict[str, Any]) -> dict[str, Any]:
     return container
 
 
+# what describe_task_definition tells of a revision beside its content
+REVISION = ("taskDefinitionArn", "family", "revision", "registeredAt", "registeredBy")
+
+
 def assert_on_the_gpu(d: Deployment, request: dict[str, Any], cpu_run: dict[str, Any]) -> None:
-    """``request`` starts the stack's GPU task definition on the GPU capacity provider, with the
-    GPU requirement, the GPU task's size and the secrets and settings CPU runs get."""
-    assert request["taskDefinition"] == d.stack.outputs["GpuTaskDefinitionArn"]
+    """``request`` starts the stack's GPU task definition, as the launcher derives it (its
+    secrets added), on the GPU capacity provider, with the GPU requirement, the GPU task's size
+    and the secrets and settings CPU runs get."""
+    base = d.task_definition(d.stack.outputs["GpuTaskDefinitionArn"])
+    derived = d.task_definition(request["taskDefinition"])
+    assert request["taskDefinition"] == derived["taskDefinitionArn"]
+    assert derived["family"] == base["family"] + DERIVED_FAMILY_SUFFIX
+    assert request["taskDefinition"] in d.revisions(derived["family"])
+    # the same as the stack's GPU task definition but for the run container's secrets, which
+    # keep the stack's own
+    (derived_run,), (base_run,) = derived["containerDefinitions"], base["containerDefinitions"]
+    assert {k: v for k, v in derived_run.items() if k != "secrets"} == {
+        k: v for k, v in base_run.items() if k != "secrets"}
+    assert {k: v for k, v in derived.items() if k not in (*REVISION, "containerDefinitions")} == {
+        k: v for k, v in base.items() if k not in (*REVISION, "containerDefinitions")}
+    assert secrets_of(base_run).items() <= secrets_of(derived_run).items()
+    # the daemon's role may start it
+    assert allowed(d.stack.policy("DaemonTaskRole"), "ecs:RunTask", request["taskDefinition"])
     assert request["capacityProviderStrategy"] == [{"capacityProvider": d.provider, "weight": 1}]
     assert "launchType" not in request  # ECS refuses both
     (cluster,) = d.stack.client("ecs").describe_clusters(clusters=[request["cluster"]])[
@@ -205,9 +233,14 @@ def ingest(deployment: Deployment) -> dict[str, Any]:
 def test_ingest_starts_a_cpu_fargate_task(deployment: Deployment, ingest: dict[str, Any]) -> None:
     assert ingest["launchType"] == "FARGATE"
     assert "capacityProviderStrategy" not in ingest
+    assert_on_the_cpu(deployment, ingest)
+
+
+def assert_on_the_cpu(deployment: Deployment, ingest: dict[str, Any]) -> None:
     assert ingest["taskDefinition"] != deployment.stack.outputs["GpuTaskDefinitionArn"]
     definition = deployment.task_definition(ingest["taskDefinition"])
     assert definition["family"].startswith("acs_")  # registered by the launcher
+    assert not definition["family"].endswith(DERIVED_FAMILY_SUFFIX)
     (run,) = definition["containerDefinitions"]
     assert run["image"] == deployment.stack.parameters["CodeImage"]
     assert not run.get("resourceRequirements")
@@ -262,3 +295,40 @@ def test_runs_from_a_code_location_without_gpu_settings_stay_on_cpu(
     assert request["launchType"] == "FARGATE"
     assert "capacityProviderStrategy" not in request
     assert "resourceRequirements" not in container_overrides(request)
+
+
+def test_a_secret_tagged_after_the_stack_reaches_gpu_and_cpu_runs(deployment: Deployment) -> None:
+    """A secret tagged `acs-pipeline` after deploying (say, an MLflow token) is in the task
+    definition of the next GPU run, as in the next CPU run's; a launch with the same secrets
+    reuses the derived task definition, a new tagged secret makes a new revision of it."""
+    tag = INSTANCE["run_launcher"]["config"]["secrets_tag"]
+    manager = deployment.stack.client("secretsmanager")
+    before = deployment.launch(launchpad_run(deployment, "train"))
+    family = deployment.task_definition(before["taskDefinition"])["family"]
+    assert deployment.launch(launchpad_run(deployment, "train"))["taskDefinition"] == (
+        before["taskDefinition"])  # nothing changed: no new revision
+    created = []
+    try:
+        for name in ("MLFLOW_TRACKING_TOKEN", "HF_TOKEN"):
+            created.append(manager.create_secret(Name=name, SecretString="s3cret",
+                                                 Tags=[{"Key": tag, "Value": "yes"}])["ARN"])
+            revisions = deployment.revisions(family)
+            train = deployment.launch(launchpad_run(deployment, "train"))
+            ingest = deployment.launch(launchpad_run(deployment, "ingest"))
+            assert_on_the_cpu(deployment, ingest)
+            (cpu,) = deployment.task_definition(ingest["taskDefinition"])["containerDefinitions"]
+            assert secrets_of(cpu)[name] == created[-1]
+            assert_on_the_gpu(deployment, train, ingest)  # the same secrets as the CPU run
+            (gpu,) = deployment.task_definition(train["taskDefinition"])["containerDefinitions"]
+            assert secrets_of(gpu)[name] == created[-1]
+            # one new revision of the derived family; launched again, it is reused
+            assert deployment.revisions(family) == [*revisions, train["taskDefinition"]]
+            weekly = deployment.launch(scheduled_run(deployment, "weekly_full"))
+            assert weekly["taskDefinition"] == train["taskDefinition"]
+            assert deployment.revisions(family) == [*revisions, train["taskDefinition"]]
+        # the stack's GPU task definition itself is left as it was
+        base = deployment.stack.container("GpuTaskDefinitionArn")
+        assert not {"MLFLOW_TRACKING_TOKEN", "HF_TOKEN"} & set(secrets_of(base))
+    finally:
+        for arn in created:
+            manager.delete_secret(SecretId=arn, ForceDeleteWithoutRecovery=True)
