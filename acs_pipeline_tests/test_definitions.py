@@ -97,3 +97,18 @@ def test_mapping_changes_only_groups_owners_and_tags(annotated, plain):
 def test_an_asset_outside_the_flow_is_refused():
     with pytest.raises(ValueError, match="stray is in group None, which has no place in the flow"):
         annotate(dg.AssetSpec("stray"))
+
+
+def test_our_defs_folder_walk_loads_what_dagsters_loader_loads(plain):
+    """``load_defs_folder`` (no component catalogue) against ``dg.load_from_defs_folder``."""
+    ours = definitions.load_defs_folder()
+    assert specs(ours) == specs(plain)
+    for d in (ours, plain):
+        d.get_repository_def()  # both resolve
+    repo, ref = ours.get_repository_def(), plain.get_repository_def()
+    assert set(repo.asset_graph.asset_check_keys) == set(ref.asset_graph.asset_check_keys)
+    assert {j.name for j in repo.get_all_jobs()} == {j.name for j in ref.get_all_jobs()}
+    assert {s.name for s in repo.schedule_defs} == {s.name for s in ref.schedule_defs}
+    assert {s.name for s in repo.sensor_defs} == {s.name for s in ref.sensor_defs}
+    assert set(ours.resources or {}) == set(plain.resources or {}) != set()
+    assert ours.executor is not None and ours.executor.name == plain.executor.name

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 from functools import lru_cache
 
 import numpy as np
-from scipy import signal
 
 try:  # libdeflate bindings; zlib (3x slower) where no wheel exists
     import deflate as _libdeflate
@@ -281,6 +280,10 @@ def _sorted_mode(keys: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=16)
 def _sos(fs: int, low: float, high: float, order: int) -> np.ndarray:
+    # scipy.signal is imported where it is used: it costs 0.7 s, and every process that loads
+    # the Dagster definitions imports this module (for NPZ_DIR) without filtering anything
+    from scipy import signal
+
     return signal.butter(order, [low, high], btype="bandpass", fs=fs, output="sos")
 
 
@@ -288,6 +291,8 @@ def bandpass(
     x: np.ndarray, fs: int = FS, low: float = 0.5, high: float = 50.0, order: int = 5
 ) -> np.ndarray:
     """Zero-phase Butterworth band-pass along the last axis (sosfiltfilt) -> float32."""
+    from scipy import signal
+
     y = signal.sosfiltfilt(_sos(int(fs), float(low), float(high), int(order)), x, axis=-1)
     return y.astype(np.float32, copy=False)
 

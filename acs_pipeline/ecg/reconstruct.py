@@ -9,7 +9,6 @@ from __future__ import annotations
 import statistics
 
 import numpy as np
-from scipy import signal
 
 from acs_pipeline.ecg.leads import FS, N_SAMPLES, SHAPE, WaveformError, bandpass, lead_modes
 
@@ -44,6 +43,8 @@ def _qrs_feature(x: np.ndarray, fs: int) -> tuple[np.ndarray, np.ndarray]:
     """Hamilton QRS feature along the last axis: 8-16 Hz band-pass, |derivative|, 80-ms
     moving average (all zero-phase / centred, so feature peaks line up with the QRS).
     Returns (feature, slope) where slope is the |derivative|."""
+    from scipy import signal  # imported where used: see ecg/leads.py _sos
+
     sos = signal.butter(2, [8.0, 16.0], btype="bandpass", fs=fs, output="sos")
     padlen = min(3 * (2 * len(sos) + 1), x.shape[-1] - 1)
     band = signal.sosfiltfilt(sos, x, axis=-1, padlen=padlen)
@@ -61,6 +62,8 @@ def _median8(buf: list[float]) -> float:
 
 def _hamilton_rules(feature: np.ndarray, slope: np.ndarray, fs: int) -> np.ndarray:
     """Adaptive-threshold decision rules of Hamilton & Tompkins on the feature peaks."""
+    from scipy import signal  # imported where used: see ecg/leads.py _sos
+
     refractory = max(1, int(round(_REFRACTORY_S * fs)))
     # Rule 1: ignore peaks within 200 ms of a larger one; also drop ripples on the plateau of a
     # wide (fragmented) QRS: a peak must rise by half its height above the valley to a larger one.
@@ -243,6 +246,8 @@ def reconstruct_12lead(
     gaps interpolated, baseline kept). Raises
     `WaveformError('no_rpeaks')` when lead II yields no R-peak.
     """
+    from scipy import signal  # imported where used: see ecg/leads.py _sos
+
     arr = np.asarray(raw)
     single = arr.ndim == 2
     if single:
