@@ -48,6 +48,7 @@ def test_materialize_everything_in_process(tiny_cohort, tmp_path):
     html = (storage / "reports/evaluation_report.html").read_text()
     for m in MODELS:
         assert m in html
+        assert meta(result, f"{m}_seed_sweep")["swept"] is False  # no seeds: no runs, no skip
         for task in ("acs", "mace"):
             sub = pl.read_csv(storage / f"submission/{task}/{m}.csv")
             assert sub.columns == ["ecg_id", "prediction"]
@@ -56,6 +57,10 @@ def test_materialize_everything_in_process(tiny_cohort, tmp_path):
     assert len(sub) == holdout
     table = pl.read_parquet(storage / "reports/benchmark_table.parquet")
     assert {"resnet18", "logistic_baseline"} <= set(table["model"])
+    report = next(m for m in result.asset_materializations_for_node("evaluation_report")
+                  if m.asset_key == dg.AssetKey("evaluation_report"))
+    assert report.metadata["seed_sweeps"].value == []
+    assert "seed-sweeps" not in html
 
     # A second run reuses every tensor shard; forced to materialize again, training retrains
     # (one model is enough to show it).

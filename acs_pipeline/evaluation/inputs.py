@@ -8,14 +8,15 @@ their ECG ids are aligned to the evaluation order; errors name the predictor and
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from acs_pipeline.evaluation.checks import MetricInputError, as_labels, both_classes, examples
 from acs_pipeline.evaluation.flags import ANY_FLAG, any_flag
+from acs_pipeline.evaluation.sweeps import SeedSweep
 
 KINDS = ("model", "baseline", "flag", "oracle")
 
@@ -50,7 +51,8 @@ class EvaluationInput:
     ``sex``, ``race`` (labels; None/NaN = missing) and ``age`` (years; NaN = missing) feed the
     subgroup AUROCs. ``age_edges`` are the band boundaries (``[a, b)`` bands). ``profile`` is
     the training profile that produced the models (``"smoke"`` marks the report as a smoke test;
-    None when unknown).
+    None when unknown). ``sweeps`` are seed sweeps of scored models (a "Seed sweeps" section);
+    ``sweeps_left_out`` maps a model whose sweep is not shown to the reason, said in that section.
     """
 
     ecg_ids: Sequence[str]
@@ -65,6 +67,8 @@ class EvaluationInput:
     profile: str | None = None
     age_edges: tuple[float, ...] = (45.0, 55.0, 65.0, 75.0)
     decision_thresholds: tuple[float, ...] = tuple(np.round(np.arange(0.02, 0.81, 0.01), 2))
+    sweeps: Sequence[SeedSweep] = ()
+    sweeps_left_out: Mapping[str, str] = field(default_factory=dict)
 
 
 # --------------------------------------------------------------------------- validation

@@ -1,5 +1,6 @@
 """The self-contained HTML report: the tables of :mod:`acs_pipeline.evaluation.text` and the
-figures of :mod:`acs_pipeline.evaluation.figures` (base64 PNG) in the Jinja2 template
+figures of :mod:`acs_pipeline.evaluation.figures` (base64 PNG) and the seed sweeps of
+:mod:`acs_pipeline.evaluation.sweeps` in the Jinja2 template
 ``templates/report.html.j2``, print CSS included.
 """
 
@@ -18,6 +19,7 @@ from acs_pipeline.evaluation.inputs import (
     is_smoke,
     prepare,
 )
+from acs_pipeline.evaluation.sweeps import sweep_section
 from acs_pipeline.evaluation.text import (
     MIN_CASES_NOTE,
     SMOKE_BANNER,
@@ -51,5 +53,7 @@ def render_html(inp: EvaluationInput, result: EvaluationResult) -> str:
         t=table_rows(prep, det),
         figures=figures(prep, det),
         best=det["best"],
+        sweeps=sweep_section(inp.sweeps, inp.sweeps_left_out,
+                             [k for k, v in prep.kinds.items() if v == "model"]),
         n_boot_note="stratified bootstrap, percentile interval",
     )

@@ -25,7 +25,7 @@ INGEST_ASSETS = {
     "ecg_manifest", "holdout_manifest", "clinical_tables", "cohort", "quarantine",
     "ecg_3by4", "ecg_12lead", "holdout_ecg_3by4", "holdout_ecg_12lead",
 }  # fmt: skip
-CHECKPOINTS = {f"{m}/{stage}_checkpoint" for m in MODELS for stage in ("mace", "acs")}
+CHECKPOINTS = {f"{m}_{stage}_checkpoint" for m in MODELS for stage in ("mace", "acs")}
 GPU_JOBS = ("train", "evaluate", "full")  # they train or predict with a network
 LAUNCHER_TAGS = (*ECS_TAGS, K8S_TAG)
 ECS_ENV = {"ACS_GPU_LAUNCHER": "ecs", "ACS_GPU_CAPACITY_PROVIDER": "acs-pipeline-gpu",

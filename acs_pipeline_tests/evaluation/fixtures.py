@@ -3,7 +3,9 @@ evaluation input (also used by ``benchmarks/evaluate.py``)."""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import numpy as np
 import polars as pl
@@ -112,3 +114,11 @@ def table_row(table: pl.DataFrame, model: str, metric: str, source_is_paper: boo
     )
     assert rows.height == 1, (model, metric, rows)
     return rows.row(0, named=True)
+
+
+def html_rows(table: str) -> list[list[str]]:
+    """The body rows of an HTML ``table`` (from ``<tbody>`` on): each row's cells as text."""
+    body = table[table.index("<tbody>") : table.index("</tbody>")]
+    return [[html.unescape(re.sub(r"<[^>]+>", "", c)).strip()
+             for c in re.findall(r"<td[^>]*>(.*?)</td>", row, re.S)]
+            for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body, re.S)]

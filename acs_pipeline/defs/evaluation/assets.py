@@ -13,6 +13,7 @@ from acs_pipeline.defs.common import COHORT, EAGER, HOLDOUT_MANIFEST, model_key
 from acs_pipeline.defs.models.assets import MODELS, PREDICTIONS, read_result
 from acs_pipeline.defs.released.assets import released_scores
 from acs_pipeline.defs.resources import PipelineSettings, StorageResource
+from acs_pipeline.defs.seeds import current_sweeps
 from acs_pipeline.evaluation import submission
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
@@ -37,7 +38,9 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
 
     The evaluation set is the validation ECGs that every model scored; ECGs that no model could
     score (their waveform was quarantined) are counted and named in the metadata. A model that
-    misses ECGs that others scored is an error raised by :func:`evaluate.evaluate`.
+    misses ECGs that others scored is an error raised by :func:`evaluate.evaluate`. The seed
+    sweeps come with it when their default run is the current ACS checkpoint
+    (:func:`acs_pipeline.defs.seeds.current_sweeps`); the others are left out, saying why.
     """
     from acs_pipeline.evaluation.inputs import EvaluationInput, ModelScores
 
@@ -47,9 +50,10 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
     scored = set.union(*(set(p["ecg_id"].to_list()) for p in preds.values()))
     unscored = val.filter(~pl.col("ecg_id").is_in(list(scored)))
     ev = val.filter(pl.col("ecg_id").is_in(list(scored)))
-    scores = []
+    scores, weights = [], {}
     for m in MODELS:
         res = read_result(st, m, "acs")
+        weights[m] = res.weights_sha256
         scores.append(ModelScores(
             name=m, validation=preds[m]["prediction"].to_numpy(), kind="model",
             ecg_ids=preds[m]["ecg_id"].to_list(),
@@ -74,29 +78,34 @@ def evaluation_input(st: Storage, settings: PipelineSettings) -> tuple["Evaluati
                 lineage=f"{settings.truth_uri} (synthetic latent risk: the best reachable score)")
             scores.append(oracle)
     version = hashlib.sha256(st.read_bytes(COHORT)).hexdigest()[:16]
+    sweeps, left_out = current_sweeps(st, weights)
     inp = EvaluationInput(
         ecg_ids=ev["ecg_id"].to_list(), y=ev["acs"].to_numpy().astype(int), scores=scores,
         flags={f: ev[f].cast(pl.Int8).to_numpy() for f in CLASSICAL_FLAGS},
         sex=ev["sex"].to_numpy(), race=ev["race"].to_numpy(),
         age=ev["age"].cast(pl.Float64).to_numpy(), data_version=f"cohort {version}",
-        title=f"ACS-BenchWork evaluation ({settings.profile} profile)", profile=settings.profile)
+        title=f"ACS-BenchWork evaluation ({settings.profile} profile)", profile=settings.profile,
+        sweeps=sweeps, sweeps_left_out=left_out)
     extra = {"validation_ecgs": len(val), "evaluated_ecgs": len(ev),
              "unscored_ecgs": len(unscored),
              "unscored_examples": unscored["ecg_id"].head(10).to_list(),
              "has_oracle": oracle is not None,
-             "released_models": [s.name for s in released]}
+             "released_models": [s.name for s in released],
+             "seed_sweeps": [s.model for s in sweeps], "seed_sweeps_left_out": left_out}
     return inp, extra
 
 
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("evaluation_report", group_name="evaluation", kinds={"html"},
-                     code_version="2", automation_condition=EAGER,
+                     code_version="3", automation_condition=EAGER,
                      deps=["cohort", *[model_key(m, "validation_predictions") for m in MODELS],
-                           model_key(BASELINE, "validation_predictions")],
+                           model_key(BASELINE, "validation_predictions"),
+                           *[model_key(m, "seed_sweep") for m in MODELS]],
                      description="Self-contained HTML report: the models' table (a smoke run "
                                  "marked as such), ROC, PR, calibration, decision curves, "
-                                 "subgroups, the paper's figures apart, lineage."),
+                                 "subgroups, the seed sweeps of the current checkpoints, the "
+                                 "paper's figures apart, lineage."),
         dg.AssetSpec("benchmark_table", group_name="evaluation", kinds={"parquet", "csv"},
                      code_version="2", automation_condition=EAGER, deps=["evaluation_report"],
                      description="One row per (model, metric, kind), kind one of model / "
@@ -119,7 +128,7 @@ def evaluation_report(context: dg.AssetExecutionContext, storage: StorageResourc
         asset_key="evaluation_report",
         metadata={"uri": dg.MetadataValue.path(uri), "bytes": len(html),
                   "summary": dg.MetadataValue.md(result.markdown),
-                  **{k: dg.MetadataValue.json(v) if isinstance(v, list) else v
+                  **{k: dg.MetadataValue.json(v) if isinstance(v, list | dict) else v
                      for k, v in extra.items()}},
         data_version=dg.DataVersion(hashlib.sha256(html).hexdigest()[:16]))
     table = result.table
