@@ -6,6 +6,7 @@ the per-model factories; keys ``<model>_<name>``) and whether it runs a network 
 on them in the UI (``tag:model=s4``, ``tag:gpu=true``).
 """
 
+import functools
 import importlib
 import pkgutil
 import warnings
@@ -56,20 +57,35 @@ def load_defs_folder() -> dg.Definitions:
 
     parts = []
     for info in pkgutil.walk_packages(folder.__path__, prefix=f"{folder.__name__}."):
-        module = importlib.import_module(info.name)
-        lazy = [v for v in vars(module).values() if isinstance(v, LazyDefinitions)]
-        if lazy:
-            parts += [f() for f in lazy]
-            continue
-        with warnings.catch_warnings():  # "preview" in Dagster 1.13
-            warnings.simplefilter("ignore", dg.PreviewWarning)
-            parts.append(dg.load_definitions_from_module(module))
+        path = info.name.replace(".", "/") + ("/__init__.py" if info.ispkg else ".py")
+        try:
+            module = importlib.import_module(info.name)
+            lazy = [v for v in vars(module).values() if isinstance(v, LazyDefinitions)]
+            if lazy:
+                parts += [f() for f in lazy]
+                continue
+            with warnings.catch_warnings():  # "preview" in Dagster 1.13
+                warnings.simplefilter("ignore", dg.PreviewWarning)
+                parts.append(dg.load_definitions_from_module(module))
+        except Exception as exc:  # name the file, as Dagster's loader does
+            raise dg.DagsterInvalidDefinitionError(
+                f"Error while loading the definitions of {path}: {exc}") from exc
     return dg.Definitions.merge(*parts)
 
 
-@dg.definitions
-def defs() -> dg.Definitions:
+@functools.cache
+def _build(key: tuple[tuple[str, str], ...]) -> dg.Definitions:
     loaded = load_defs_folder()
     with warnings.catch_warnings():  # map_asset_specs is "preview" in Dagster 1.13
         warnings.simplefilter("ignore", dg.PreviewWarning)
         return loaded.map_asset_specs(func=annotate)
+
+
+@dg.definitions
+def defs() -> dg.Definitions:
+    """The code location. Built once per process and settings (``settings_key``): one CLI run
+    reconstructs the job five times or more, and a module-level ``Definitions`` would not see
+    the settings change (as the tests change them)."""
+    from acs_pipeline.defs.resources import settings_key
+
+    return _build(settings_key())

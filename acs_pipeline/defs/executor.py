@@ -1,18 +1,27 @@
-"""The code location's default executor: Dagster's multiprocess executor, with its steps forked
-from a fork server that has already imported the heavy modules and built the definitions.
+"""The code location's default executor: per run, in one process or with a process per step
+forked from a fork server that has already imported the heavy modules and built the definitions.
 
-Under ``spawn`` (Dagster's default) every step is a fresh interpreter that imports dagster,
-polars, pyarrow and the code location and builds the definitions again: 3-6 s per step on a
-busy 2-core machine, one after another. With ``forkserver``, ``preload_modules`` and
-``_forkserver`` (which builds the definitions once in the server) a step starts in well under a
-second; the server costs 2-3 s once per run. Measured through the CLI on 7.5k ECGs
-(``benchmarks/pipeline.py``, one session, load 1.6-4.6): first run 74.7 s (spawn) -> 27.3 s,
-no-change run 56.6 s -> 12.5 s (in-process: 27.8 s and 9.3 s, without parallel steps). The
-in-process mode stays available by config (``execution: config: in_process: {}``, as
-``make demo`` passes), and any ``start_method`` given in config wins over the default.
+``auto`` (the default) runs a run in-process unless one of its steps trains or predicts with a
+network (an asset tagged ``gpu=true``): those runs get a process per step, so a step's torch
+memory goes back to the system when it ends and a crashed step fails alone. Measured through the
+CLI on 7.5k ECGs (``benchmarks/pipeline.py``, 2 cores, the same session, 2026-12-06): the ingest
+selection ran its first time in 18.6 s in-process against 20.0 s forked, and with nothing changed
+in 3.9 s against 9.0 s (a fork server takes about 2 s to start, each forked step 0.1-1 s); the
+ingest's own work runs in threads (ACS_MAX_WORKERS) either way.
+
+Under ``spawn`` (Dagster's default start) every step is a fresh interpreter that imports dagster,
+polars, pyarrow and the code location and builds the definitions again (3-6 s per step on a busy
+2-core machine): the same selection took 74.7 s and 56.6 s. With ``forkserver``,
+``preload_modules`` and ``_forkserver`` (which builds the definitions once in the server) a
+forked step starts in well under a second. ``in_process`` and ``multiprocess`` stay available by
+config (``make demo`` passes ``in_process``); any ``start_method`` given in config wins over the
+forkserver default.
 """
 
+from collections.abc import Iterator
+
 import dagster as dg
+from dagster._core.definitions.dependency import NodeHandle  # not exported by dagster
 
 # What a step imports anyway; preloaded once in the fork server. torch, lightning, Great
 # Expectations and scipy.signal are left out: the definitions do not import them, only some steps
@@ -31,21 +40,72 @@ DEFAULT_START_METHOD = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
 
 
 def _with_default_start(config: dict) -> dict:
-    """The user's config, with the forkserver start (and its preload) where none was chosen."""
-    if "multiprocess" not in config:
-        return config
-    multi = dict(config["multiprocess"])
-    if not multi.get("start_method"):
-        multi["start_method"] = DEFAULT_START_METHOD
-    return {"multiprocess": multi}
+    """Multiprocess config with the forkserver start (and its preload) where none was chosen."""
+    return {**config, "start_method": config.get("start_method") or DEFAULT_START_METHOD}
 
 
-acs_executor = dg.multi_or_in_process_executor.configured(
-    _with_default_start,
+def runs_a_network(job: dg.JobDefinition, step_keys: list[str]) -> bool:
+    """Whether any of the plan's ``step_keys`` materializes an asset tagged ``gpu=true``
+    (definitions.py tags what trains or predicts with a network). Keys, not steps: the steps
+    after a dynamic output (the ingest's update steps) are not resolved when the run starts."""
+    layer = job.asset_layer
+    nodes = {key.split(".")[0].split("[")[0] for key in step_keys}  # the job's top-level nodes
+    for node in nodes:
+        try:
+            assets = layer.get_assets_def_for_node(NodeHandle(node, None))
+        except Exception:  # noqa: BLE001  a node without an asset (an op job): no network
+            continue
+        if assets is not None and any(s.tags.get("gpu") == "true" for s in assets.specs):
+            return True
+    return False
+
+
+class PerRunExecutor(dg.Executor):
+    """Runs a plan in-process, or with ``multiprocess`` when it trains or predicts with a
+    network (``runs_a_network``)."""
+
+    def __init__(self, in_process: dg.Executor, multiprocess: dg.Executor):
+        self.in_process, self.multiprocess = in_process, multiprocess
+
+    @property
+    def retries(self):
+        return self.multiprocess.retries
+
+    def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
+        job = plan_context.job.get_definition()
+        network = runs_a_network(job, list(execution_plan.step_keys_to_execute))
+        chosen = self.multiprocess if network else self.in_process
+        yield from chosen.execute(plan_context, execution_plan)
+
+
+_FIELDS = dg.multi_or_in_process_executor.config_schema.config_type.fields
+
+
+def _create(init: dg.InitExecutorContext, config: dict) -> dg.Executor:
+    """Dagster's multi-or-in-process executor for ``config`` (already resolved)."""
+    return dg.multi_or_in_process_executor.executor_creation_fn(dg.InitExecutorContext(
+        job=init.job, executor_def=dg.multi_or_in_process_executor, executor_config=config,
+        instance=init.instance))
+
+
+@dg.executor(
     name="acs_executor",
-    config_schema=dg.multi_or_in_process_executor.config_schema.as_field(),
-    description="Multiprocess (forkserver, heavy modules preloaded) or in-process by config.",
+    config_schema=dg.Field(
+        dg.Selector({"auto": _FIELDS["multiprocess"], **_FIELDS}), default_value={"auto": {}},
+        description="auto (default): in-process, or multiprocess (its settings here) for runs "
+                    "that train or predict with a network; or always in_process / multiprocess."),
+    requirements=dg.multiple_process_executor_requirements(),
 )
+def acs_executor(init: dg.InitExecutorContext) -> dg.Executor:
+    """Per run in-process or multiprocess (forkserver, heavy modules preloaded); see the module
+    docstring."""
+    mode, config = next(iter(init.executor_config.items()))
+    if mode == "in_process":
+        return _create(init, {"in_process": config})
+    multi = _create(init, {"multiprocess": _with_default_start(config)})
+    if mode == "multiprocess":
+        return multi
+    return PerRunExecutor(_create(init, {"in_process": {"retries": config["retries"]}}), multi)
 
 
 @dg.definitions

@@ -317,6 +317,12 @@ def settings_from_env(env: Mapping[str, str]) -> "PipelineSettings":
     )
 
 
+def settings_key() -> tuple[tuple[str, str], ...]:
+    """Every ``ACS_*`` variable of this process: the definitions built under one key are the same
+    (definitions.py builds them once per key)."""
+    return tuple(sorted((k, v) for k, v in os.environ.items() if k.startswith("ACS_")))
+
+
 def loaded_settings() -> "PipelineSettings":
     """The settings of this process's environment, as the code location loads them (the
     training assets' code versions name the settings that change what is trained)."""

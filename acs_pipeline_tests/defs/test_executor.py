@@ -1,6 +1,6 @@
-"""The code location's default executor (forkserver, heavy modules preloaded), through the CLI a
-user runs; checks of unchanged data reuse their results; nothing is requested when nothing
-changed."""
+"""The code location's default executor (per run: in-process, or forked from a preloaded fork
+server when the run trains or predicts with a network), through the CLI a user runs; checks of
+unchanged data reuse their results; nothing is requested when nothing changed."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 
 from acs_pipeline.definitions import defs
 from acs_pipeline.defs.automation import DATA_GROUPS
-from acs_pipeline.defs.executor import PRELOAD_MODULES, acs_executor
+from acs_pipeline.defs.executor import PRELOAD_MODULES, acs_executor, runs_a_network
 from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline_tests.conftest import env_for
 
@@ -27,12 +27,11 @@ def _engine_config(job: dg.JobDefinition, run_config: dict) -> dict:
     return ResolvedRunConfig.build(job, run_config).execution.execution_engine_config
 
 
-def test_the_default_executor_forks_from_a_preloaded_server_and_config_still_chooses():
+def test_the_default_executor_chooses_per_run_and_config_still_chooses():
     d = defs()
     for job in (d.resolve_implicit_global_asset_job_def(), d.resolve_job_def("ingest")):
         assert job.executor_def is acs_executor
-        default = _engine_config(job, {})["multiprocess"]
-        assert default["start_method"] == {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+        assert set(_engine_config(job, {})) == {"auto"}
         # `make demo` passes in_process; an explicit start method wins over the default
         assert "in_process" in _engine_config(
             job, {"execution": {"config": {"in_process": {}}}})
@@ -44,6 +43,26 @@ def test_the_default_executor_forks_from_a_preloaded_server_and_config_still_cho
     # outside the fork server the warm-up module leaves the code location as it is
     import acs_pipeline.definitions as location
     assert callable(location.defs) and "acs_pipeline.defs._forkserver" in PRELOAD_MODULES
+
+
+def test_a_run_is_forked_when_it_trains_or_predicts_with_a_network():
+    from dagster._core.execution.api import create_execution_plan
+
+    d = defs()
+    asset_job = d.resolve_implicit_global_asset_job_def()
+
+    def network(job: dg.JobDefinition) -> bool:
+        return runs_a_network(job, create_execution_plan(job).step_keys_to_execute)
+
+    assert {name: network(d.resolve_job_def(name)) for name in
+            ("ingest", "train", "evaluate", "full")} == {
+        "ingest": False, "train": True, "evaluate": True, "full": True}
+    for keys, expected in ((["ecg_manifest", "clinical_tables", "cohort", "ecg_3by4"], False),
+                           (["evaluation_report", "benchmark_table"], False),
+                           (["resnet18_validation_predictions"], True),
+                           (["s4_seed_sweep"], True)):
+        subset = asset_job.get_subset(asset_selection={dg.AssetKey(k) for k in keys})
+        assert network(subset) is expected, keys
 
 
 def test_the_fork_server_builds_the_definitions_once_for_its_steps(tmp_path):
@@ -68,9 +87,9 @@ def test_the_fork_server_builds_the_definitions_once_for_its_steps(tmp_path):
     assert done.stdout.split() == ["Definitions", "LazyDefinitions"]
 
 
-def _cli(env: dict[str, str], select: str) -> subprocess.CompletedProcess:
+def _cli(env: dict[str, str], select: str, *extra: str) -> subprocess.CompletedProcess:
     cmd = [str(Path(sys.executable).parent / "dagster"), "asset", "materialize", "-m",
-           "acs_pipeline.definitions", "--select", select]
+           "acs_pipeline.definitions", "--select", select, *extra]
     return subprocess.run(cmd, cwd=REPO, env={**os.environ, **env}, capture_output=True,
                           text=True, timeout=600)
 
@@ -83,29 +102,35 @@ def _check_metadata(instance: dg.DagsterInstance, asset: str, check: str) -> dic
     return {k: v.value for k, v in evaluation.metadata.items()}
 
 
-def test_the_cli_runs_steps_in_forked_processes_and_unchanged_checks_reuse(tiny_cohort,
-                                                                          tmp_path):
+def test_the_cli_runs_ingest_in_process_or_forked_and_unchanged_checks_reuse(tiny_cohort,
+                                                                            tmp_path):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.local.yaml").read_text())
     env = {**env_for(tiny_cohort, tmp_path / "storage"), "DAGSTER_HOME": str(home)}
     select = "ecg_manifest,clinical_tables,ecg_3by4"
-    first = _cli(env, select)
+    first = _cli(env, select)  # the default: no network in the run, so in-process
     assert first.returncode == 0, first.stderr[-3000:]
-    assert "multiprocess executor" in first.stdout + first.stderr
-    again = _cli(env, select)
+    assert "multiprocess executor" not in first.stdout + first.stderr
+    forked = {"execution": {"config": {"multiprocess": {}}}}
+    again = _cli(env, select, "--config-json", json.dumps(forked))
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "multiprocess executor" in again.stdout + again.stderr
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        runs = instance.get_runs()
+        runs = instance.get_runs()  # newest first
         assert len(runs) == 2 and all(r.is_success for r in runs)
-        for run in runs:  # each step in a process of its own, forked (not the run's process)
+        for run, own_process in zip(runs, (True, False), strict=True):
             events = [r.event_log_entry for r in instance.get_records_for_run(run.run_id).records]
             run_pid = next(e.dagster_event.pid for e in events if e.dagster_event_type
                            == dg.DagsterEventType.RUN_START)
             step_pids = {e.step_key: e.dagster_event.pid for e in events
                          if e.dagster_event_type == dg.DagsterEventType.STEP_START}
-            assert "ecg_manifest" in step_pids and run_pid not in step_pids.values()
-            assert len(set(step_pids.values())) == len(step_pids)
+            assert "ecg_manifest" in step_pids
+            if own_process:  # forked: each step in a process of its own, not the run's
+                assert run_pid not in step_pids.values()
+                assert len(set(step_pids.values())) == len(step_pids)
+            else:
+                assert set(step_pids.values()) == {run_pid}
         gx = _check_metadata(instance, "clinical_tables", "clinical_tables_expectations")
         values = _check_metadata(instance, "ecg_3by4", "tensor_values")
     assert gx["reused"] is True and gx["result"]["expectations"] > 0
