@@ -7,7 +7,8 @@ memory goes back to the system when it ends and a crashed step fails alone. Meas
 CLI on 7.5k ECGs (``benchmarks/pipeline.py``, 2 cores, the same session, 2026-12-06): the ingest
 selection ran its first time in 18.6 s in-process against 20.0 s forked, and with nothing changed
 in 3.9 s against 9.0 s (a fork server takes about 2 s to start, each forked step 0.1-1 s); the
-ingest's own work runs in threads (ACS_MAX_WORKERS) either way.
+ingest's own work runs in threads (ACS_MAX_WORKERS) either way. Forked runs preload torch and
+Lightning as well and share the cores between their steps' torch threads (``ForkedExecutor``).
 
 Under ``spawn`` (Dagster's default start) every step is a fresh interpreter that imports dagster,
 polars, pyarrow and the code location and builds the definitions again (3-6 s per step on a busy
@@ -18,6 +19,7 @@ config (``make demo`` passes ``in_process``); any ``start_method`` given in conf
 forkserver default.
 """
 
+import os
 from collections.abc import Iterator
 
 import dagster as dg
@@ -37,11 +39,19 @@ PRELOAD_MODULES = [
     "acs_pipeline.defs._forkserver",
 ]
 DEFAULT_START_METHOD = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
+# A run that trains or predicts (``auto`` forks only those) preloads the network stack too:
+# lightning alone takes 3.6 s to import, torch 1.0 s, and each network step would pay them
+# again. The whole graph on the tests' tiny cohort through the CLI: 245 s without, see README.
+NETWORK_PRELOAD_MODULES = [
+    *PRELOAD_MODULES[:-2], "torch", "lightning.pytorch", "sklearn.metrics",
+    "acs_pipeline.training.stages", *PRELOAD_MODULES[-2:],
+]
+NETWORK_START_METHOD = {"forkserver": {"preload_modules": NETWORK_PRELOAD_MODULES}}
 
 
-def _with_default_start(config: dict) -> dict:
+def _with_default_start(config: dict, start: dict = DEFAULT_START_METHOD) -> dict:
     """Multiprocess config with the forkserver start (and its preload) where none was chosen."""
-    return {**config, "start_method": config.get("start_method") or DEFAULT_START_METHOD}
+    return {**config, "start_method": config.get("start_method") or start}
 
 
 def runs_a_network(job: dg.JobDefinition, step_keys: list[str]) -> bool:
@@ -58,6 +68,26 @@ def runs_a_network(job: dg.JobDefinition, step_keys: list[str]) -> bool:
         if assets is not None and any(s.tags.get("gpu") == "true" for s in assets.specs):
             return True
     return False
+
+
+class ForkedExecutor(dg.Executor):
+    """Dagster's multiprocess executor, whose steps share the cores: unless ``ACS_TORCH_THREADS``
+    is set, each step's torch uses ``cores // max_concurrent`` threads. (Two training steps
+    with torch's default of a thread per core each: the whole graph of the tests' tiny cohort
+    took 123-200 s through the CLI on 2 cores, 78 s with a thread per step.) Set through the
+    run process's environment before the fork server starts, which builds the settings."""
+
+    def __init__(self, multiprocess: dg.Executor, max_concurrent: int):
+        self.multiprocess, self.max_concurrent = multiprocess, max(1, max_concurrent)
+
+    @property
+    def retries(self):
+        return self.multiprocess.retries
+
+    def execute(self, plan_context, execution_plan) -> Iterator[dg.DagsterEvent]:
+        threads = max(1, (os.cpu_count() or 1) // self.max_concurrent)
+        os.environ.setdefault("ACS_TORCH_THREADS", str(threads))
+        yield from self.multiprocess.execute(plan_context, execution_plan)
 
 
 class PerRunExecutor(dg.Executor):
@@ -102,10 +132,13 @@ def acs_executor(init: dg.InitExecutorContext) -> dg.Executor:
     mode, config = next(iter(init.executor_config.items()))
     if mode == "in_process":
         return _create(init, {"in_process": config})
-    multi = _create(init, {"multiprocess": _with_default_start(config)})
+    concurrent = config.get("max_concurrent") or os.cpu_count() or 1  # Dagster's default
     if mode == "multiprocess":
-        return multi
-    return PerRunExecutor(_create(init, {"in_process": {"retries": config["retries"]}}), multi)
+        return ForkedExecutor(_create(init, {"multiprocess": _with_default_start(config)}),
+                              concurrent)
+    network = _create(init, {"multiprocess": _with_default_start(config, NETWORK_START_METHOD)})
+    return PerRunExecutor(_create(init, {"in_process": {"retries": config["retries"]}}),
+                          ForkedExecutor(network, concurrent))
 
 
 @dg.definitions

@@ -185,3 +185,25 @@ def test_nothing_is_requested_after_a_full_materialization_or_a_no_change_run(in
                            resources=resources_from_env(env), instance=instance)
     assert again.success
     assert _stale(d, instance, data) == {}
+
+
+def test_forked_steps_share_the_cores_unless_torch_threads_are_set(monkeypatch):
+    from acs_pipeline.defs import executor
+
+    seen = []
+
+    class Inner(dg.Executor):
+        retries = None
+
+        def execute(self, plan_context, execution_plan):
+            seen.append(os.environ.get("ACS_TORCH_THREADS"))
+            yield from ()
+
+    monkeypatch.setattr(executor.os, "cpu_count", lambda: 8)
+    monkeypatch.delenv("ACS_TORCH_THREADS", raising=False)
+    assert list(executor.ForkedExecutor(Inner(), 4).execute(None, None)) == []
+    monkeypatch.delenv("ACS_TORCH_THREADS")
+    list(executor.ForkedExecutor(Inner(), 16).execute(None, None))  # never below one
+    monkeypatch.setenv("ACS_TORCH_THREADS", "3")  # the user's setting wins
+    list(executor.ForkedExecutor(Inner(), 4).execute(None, None))
+    assert seen == ["2", "1", "3"]
