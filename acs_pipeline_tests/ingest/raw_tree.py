@@ -61,3 +61,14 @@ def ingest_fresh(tmp_path: Path, name: str, **kwargs):
     manifest, _ = build_manifest(source)
     rep = ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1", **kwargs)
     return rep, load_view(storage, "ecg_3by4")
+
+
+def multi_part_view(tmp: Path, n: int = 24) -> Storage:
+    """A storage root under ``tmp`` with a 3by4 view of ``n`` ECGs in several shards, some of
+    them holding two parts (ingested twice: the first 10 files, then all)."""
+    write_tree(tmp / "raw", n=n)
+    source, st = Storage(str(tmp / "raw")), Storage(str(tmp / "store"))
+    manifest, _ = build_manifest(source)
+    ingest_view(source, st, manifest.head(10), "ecg_3by4", code_version="t1")
+    ingest_view(source, st, manifest, "ecg_3by4", code_version="t1")
+    return st

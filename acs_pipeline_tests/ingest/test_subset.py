@@ -6,23 +6,16 @@ import numpy as np
 import pytest
 
 from acs_pipeline.ingest import subset
-from acs_pipeline.ingest.manifest import build_manifest
 from acs_pipeline.ingest.read import load_view, shard_paths
-from acs_pipeline.ingest.views import ingest_view
 from acs_pipeline.io import tensors
 from acs_pipeline.io.storage import Storage
-from acs_pipeline_tests.ingest.raw_tree import write_tree
+from acs_pipeline_tests.ingest.raw_tree import multi_part_view
 
 
 @pytest.fixture(scope="module")
 def storage(tmp_path_factory) -> Storage:
     """A 3by4 view of 24 ECGs in several shards, two of them holding two parts."""
-    tmp = tmp_path_factory.mktemp("subset")
-    write_tree(tmp / "raw", n=24)
-    source, st = Storage(str(tmp / "raw")), Storage(str(tmp / "store"))
-    manifest, _ = build_manifest(source)
-    ingest_view(source, st, manifest.head(10), "ecg_3by4", code_version="t1")
-    ingest_view(source, st, manifest, "ecg_3by4", code_version="t1")
+    st = multi_part_view(tmp_path_factory.mktemp("subset"))
     assert len(shard_paths(st, "ecg_3by4")) > 3
     return st
 

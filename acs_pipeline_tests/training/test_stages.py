@@ -159,17 +159,9 @@ def test_work_key_is_one_folder_name():
 @pytest.fixture(scope="module")
 def view(tmp_path_factory) -> Storage:
     """A storage root with a 3by4 view of 24 ECGs in several parts (two ingest runs)."""
-    from acs_pipeline.ingest.manifest import build_manifest
-    from acs_pipeline.ingest.views import ingest_view
-    from acs_pipeline_tests.ingest.raw_tree import write_tree
+    from acs_pipeline_tests.ingest.raw_tree import multi_part_view
 
-    tmp = tmp_path_factory.mktemp("view")
-    write_tree(tmp / "raw", n=24)
-    source, st = Storage(str(tmp / "raw")), Storage(str(tmp / "store"))
-    manifest, _ = build_manifest(source)
-    ingest_view(source, st, manifest.head(10), "ecg_3by4", code_version="t1")
-    ingest_view(source, st, manifest, "ecg_3by4", code_version="t1")
-    return st
+    return multi_part_view(tmp_path_factory.mktemp("view"))
 
 
 def test_load_stage_data_reads_the_stage_rows_part_by_part_into_a_mapped_file(
