@@ -25,26 +25,20 @@ from collections.abc import Iterator
 import dagster as dg
 from dagster._core.definitions.dependency import NodeHandle  # not exported by dagster
 
-# What a step imports anyway; preloaded once in the fork server. torch, lightning, Great
-# Expectations and scipy.signal are left out: the definitions do not import them, only some steps
-# do (scipy.signal: the ingest update steps, 0.7 s each, in parallel), and preloading them would
-# delay the first step of every run, a run with nothing to ingest included.
-PRELOAD_MODULES = [
-    "dagster",
-    "polars",
-    "pyarrow",
-    "pyarrow.parquet",
-    "numpy",
-    "acs_pipeline.definitions",
-    "acs_pipeline.defs._forkserver",
-]
+# What a step imports anyway; preloaded once in the fork server. Great Expectations and
+# scipy.signal are left out (and torch and Lightning, but for network runs, below): the
+# definitions do not import them, only some steps do (scipy.signal: the ingest update steps,
+# 0.7 s each, in parallel), and preloading them would delay the first step of every run.
+_COMMON = ["dagster", "polars", "pyarrow", "pyarrow.parquet", "numpy"]
+_LOCATION = ["acs_pipeline.definitions", "acs_pipeline.defs._forkserver"]  # last: builds defs
+PRELOAD_MODULES = [*_COMMON, *_LOCATION]
 DEFAULT_START_METHOD = {"forkserver": {"preload_modules": PRELOAD_MODULES}}
 # A run that trains or predicts (``auto`` forks only those) preloads the network stack too:
 # lightning alone takes 3.6 s to import, torch 1.0 s, and each network step would pay them
 # again. The whole graph on the tests' tiny cohort through the CLI: 245 s without, see README.
 NETWORK_PRELOAD_MODULES = [
-    *PRELOAD_MODULES[:-2], "torch", "lightning.pytorch", "sklearn.metrics",
-    "acs_pipeline.training.stages", *PRELOAD_MODULES[-2:],
+    *_COMMON, "torch", "lightning.pytorch", "sklearn.metrics", "acs_pipeline.training.stages",
+    *_LOCATION,
 ]
 NETWORK_START_METHOD = {"forkserver": {"preload_modules": NETWORK_PRELOAD_MODULES}}
 

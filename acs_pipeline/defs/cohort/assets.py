@@ -104,9 +104,8 @@ def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
         found, reused = remembered(st, TABLES_RECORD, version,
                                    lambda: _parse_tables(context, read, st))
     if reused and not all(st.exists(rel) for rel in found["outputs"]):
-        st.delete(TABLES_RECORD)  # the outputs went missing: parse again
-        found, reused = remembered(st, TABLES_RECORD, version,
-                                   lambda: _parse_tables(context, read, st))
+        # the outputs went missing: parse again (the same bytes: the record stays true)
+        found, reused = _parse_tables(context, read, st), False
     meta = {k: dg.MetadataValue.path(v) if k.endswith("_uri") else v
             for k, v in found["metadata"].items()}
     meta["duplicate_keys"] = dg.MetadataValue.json(found["metadata"]["duplicate_keys"])
