@@ -3,6 +3,9 @@ asset, set centrally without changing what the assets are."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
@@ -112,3 +115,16 @@ def test_our_defs_folder_walk_loads_what_dagsters_loader_loads(plain):
     assert {s.name for s in repo.sensor_defs} == {s.name for s in ref.sensor_defs}
     assert set(ours.resources or {}) == set(plain.resources or {}) != set()
     assert ours.executor is not None and ours.executor.name == plain.executor.name
+
+
+def test_loading_the_definitions_imports_no_step_only_library(tmp_path):
+    """Every process that loads the code location (the CLI, the code server, a run) pays what
+    the definitions import: the libraries only some steps need are imported by those steps."""
+    heavy = ["boto3", "botocore", "great_expectations", "scipy", "torch", "lightning",
+             "sklearn", "wfdb", "pandas"]
+    code = ("import sys, acs_pipeline.definitions as d; d.defs().get_repository_def(); "
+            f"print(' '.join(m for m in {heavy!r} if m in sys.modules))")
+    env = {**os.environ, "ACS_STORAGE_URI": str(tmp_path), "ACS_RAW_URI": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=env)
+    assert out.stdout.split() == []

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import PurePosixPath
 
 TMP_SUFFIX = ".acs-tmp"  # temporary files of writes in flight (never listed)
+READ_TIMEOUT_S = 30.0  # how long an S3 read waits for data (the default of Storage)
 
 
 class StorageError(RuntimeError):

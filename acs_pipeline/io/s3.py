@@ -32,6 +32,7 @@ from botocore.config import Config
 
 from acs_pipeline.io.local import publish
 from acs_pipeline.io.objects import (
+    READ_TIMEOUT_S,
     TMP_SUFFIX,
     FreshLock,
     ObjectNotFoundError,
@@ -51,7 +52,6 @@ from acs_pipeline.io.s3_errors import (
 )
 
 CONNECT_TIMEOUT_S = 3.0
-READ_TIMEOUT_S = 30.0
 _MAX_BACKOFF_S = 5.0
 _TAIL = 1 << 16  # bytes open_read fetches from the end: pyarrow reads a Parquet footer there
 

@@ -15,18 +15,21 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
 from acs_pipeline.io.local import LocalBackend
 from acs_pipeline.io.objects import (
+    READ_TIMEOUT_S,
     FreshLock,
     ObjectNotFoundError,
     StorageError,
     StoredObject,
     check_key,
 )
-from acs_pipeline.io.s3 import READ_TIMEOUT_S, S3Backend
+
+if TYPE_CHECKING:
+    from acs_pipeline.io.s3 import S3Backend
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -63,6 +66,10 @@ class Storage:
         self.is_s3 = root.startswith("s3://")
         self._backend: LocalBackend | S3Backend
         if self.is_s3:
+            # imported here: boto3 takes 0.1 s to import, which local roots (and every
+            # process that only loads the definitions) need not pay
+            from acs_pipeline.io.s3 import S3Backend
+
             self._backend = S3Backend(
                 root, endpoint_url=self.endpoint_url, region=self.region,
                 max_attempts=max_attempts, max_pool_connections=max(max_workers, 10),
@@ -85,7 +92,7 @@ class Storage:
     @property
     def client(self) -> Any:
         """The boto3 S3 client (S3 roots only), created on first use."""
-        if not isinstance(self._backend, S3Backend):
+        if not self.is_s3:
             raise StorageError(f"{self.root} is a local root: it has no S3 client")
         return self._backend.client
 
