@@ -1,13 +1,16 @@
 """Preloaded by the executor's fork server (``preload_modules``, see ``executor.py``): builds the
 code location's definitions once in the server, so each step forked from it finds them built
 instead of loading the defs folder and building the repository again (a second or more per
-step). The fork server lives for one run, so a run always uses the code as it is when it starts.
+step), and then freezes what it holds for the collector (``freeze_long_lived_objects``). The
+fork server lives for one run, so a run always uses the code as it is when it starts.
 
 Anywhere else (the defs folder loader imports every module here) importing it does nothing.
 """
 
 import importlib
 import sys
+
+from acs_pipeline.defs.executor import freeze_long_lived_objects
 
 
 def _in_fork_server() -> bool:
@@ -30,3 +33,7 @@ if _in_fork_server():
         _built = {}
     if _built:
         location.defs = _built["defs"]  # what the run's code pointer (…definitions:defs) loads
+    # what the server holds now, every forked step holds too: frozen, no step's collector
+    # rescans it (and its pages stay shared). The ingest selection with nothing changed,
+    # forked (2 cores, 7.5k ECGs): 7.5 s without, 6.8 s with.
+    freeze_long_lived_objects()

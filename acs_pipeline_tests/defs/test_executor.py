@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import dagster as dg
@@ -16,7 +17,12 @@ from dagster._core.system_config.objects import ResolvedRunConfig
 
 from acs_pipeline.definitions import defs
 from acs_pipeline.defs.automation import DATA_GROUPS
-from acs_pipeline.defs.executor import PRELOAD_MODULES, acs_executor, runs_a_network
+from acs_pipeline.defs.executor import (
+    PRELOAD_MODULES,
+    RunExecutor,
+    acs_executor,
+    runs_a_network,
+)
 from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline_tests.conftest import env_for
 
@@ -66,12 +72,13 @@ def test_a_run_is_forked_when_it_trains_or_predicts_with_a_network():
 
 
 def test_the_fork_server_builds_the_definitions_once_for_its_steps(tmp_path):
-    """What a forked step finds: the definitions already built by the preload."""
+    """What a forked step finds: the definitions already built by the preload, and frozen for
+    the collector with the rest of what the server held."""
     (tmp_path / "probe.py").write_text(
         "import multiprocessing as mp\n"
         "def probe(q):\n"
-        "    import acs_pipeline.definitions as loc\n"
-        "    q.put(type(loc.defs).__name__)\n"
+        "    import gc, acs_pipeline.definitions as loc\n"
+        "    q.put(f'{type(loc.defs).__name__}:{gc.get_freeze_count() > 0}')\n"
         "if __name__ == '__main__':\n"
         "    import acs_pipeline.definitions as loc\n"
         "    ctx = mp.get_context('forkserver')\n"
@@ -84,7 +91,37 @@ def test_the_fork_server_builds_the_definitions_once_for_its_steps(tmp_path):
     done = subprocess.run([sys.executable, str(tmp_path / "probe.py")], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split() == ["Definitions", "LazyDefinitions"]
+    assert done.stdout.split() == ["Definitions:True", "LazyDefinitions"]
+
+
+def test_a_run_freezes_what_its_process_held_before_it():
+    """``RunExecutor`` freezes the run process's objects for the collector before the plan
+    runs (``freeze_long_lived_objects``); given one executor, it always runs that one. In a
+    subprocess: frozen objects stay frozen."""
+    code = textwrap.dedent("""
+        import gc
+        import dagster as dg
+        from acs_pipeline.defs.executor import RunExecutor
+
+        class Inner(dg.Executor):
+            retries = None
+
+            def __init__(self, name):
+                self.name = name
+
+            def execute(self, plan_context, execution_plan):
+                yield (self.name, gc.get_freeze_count() > 0)
+
+        print(gc.get_freeze_count() > 0, end=" ")
+        for pair in (RunExecutor(Inner("in_process"), None), RunExecutor(None, Inner("multi"))):
+            print(*next(pair.execute(None, None)), end=" ")
+    """)
+    done = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split() == ["False", "in_process", "True", "multi", "True"]
+    with pytest.raises(ValueError, match="needs an in-process or a multiprocess executor"):
+        RunExecutor(None, None)
 
 
 def _cli(env: dict[str, str], select: str, *extra: str) -> subprocess.CompletedProcess:
