@@ -315,6 +315,14 @@ def test_tensor_values_fails_for_a_systemic_fault_not_for_one_file(tmp_path):
         to_microvolts(good_aa[1:SYSTEMIC_MIN])
         many = _materialize(env, "ecg_manifest", "ecg_3by4", instance=instance)
     checks = {c.check_name: c for c in many.get_asset_check_evaluations()}
+    # the check runs in the view's index step: the step fails naming it (what depends on the
+    # view does not run), and the view's materialization stays recorded beside the result
+    assert not many.success
+    (failed,) = [e for e in many.all_events if e.is_step_failure]
+    assert failed.step_key == "ecg_3by4.ecg_3by4_index"
+    assert "ecg_3by4: tensor_values" in failed.step_failure_data.error.message
+    assert [e.asset_key.to_user_string() for e in many.get_asset_materialization_events()] == [
+        "ecg_manifest", "ecg_3by4"]
     assert not checks["tensor_values"].passed
     assert f"shard aa: {SYSTEMIC_MIN} of " in checks["tensor_values"].description
     assert "amplitude" in checks["tensor_values"].description

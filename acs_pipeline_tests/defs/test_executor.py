@@ -163,6 +163,13 @@ def test_the_cli_runs_ingest_in_process_or_forked_and_unchanged_checks_reuse(tin
             step_pids = {e.step_key: e.dagster_event.pid for e in events
                          if e.dagster_event_type == dg.DagsterEventType.STEP_START}
             assert "ecg_manifest" in step_pids
+            # each check ran in the step of the asset it checks, on what that step wrote
+            checked_in = {e.dagster_event.event_specific_data.check_name: e.step_key
+                          for e in events if e.dagster_event_type
+                          == dg.DagsterEventType.ASSET_CHECK_EVALUATION}
+            assert checked_in == {"clinical_tables_expectations": "clinical_tables",
+                                  "tensor_values": "ecg_3by4.ecg_3by4_index",
+                                  "every_file_accounted_for": "ecg_3by4.ecg_3by4_index"}
             if own_process:  # forked: each step in a process of its own, not the run's
                 assert run_pid not in step_pids.values()
                 assert len(set(step_pids.values())) == len(step_pids)
@@ -172,6 +179,8 @@ def test_the_cli_runs_ingest_in_process_or_forked_and_unchanged_checks_reuse(tin
         values = _check_metadata(instance, "ecg_3by4", "tensor_values")
     assert gx["reused"] is True and gx["result"]["expectations"] > 0
     assert values["reused"] is True and values["rows"] > 0 and values["parts_read"] == 0
+    accounted = _check_metadata(instance, "ecg_3by4", "every_file_accounted_for")
+    assert accounted["reused"] is True and accounted["accepted"] == values["rows"]
     # the first run computed them, and recorded what it found for this version
     st = tmp_path / "storage" / "checks"
     recorded = json.loads((st / "tensors/ecg_3by4/tensor_values.json").read_text())

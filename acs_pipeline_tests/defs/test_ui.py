@@ -108,6 +108,14 @@ ASSETS_QUERY = """
     }
   }
 }"""
+CHECKS_QUERY = """
+query Checks($keys: [AssetKeyInput!]) {
+  assetNodes(assetKeys: $keys) {
+    assetKey { path }
+    assetChecksOrError { ... on AssetChecks { checks { name canExecuteIndividually } } }
+  }
+}"""
+
 LATEST_MATERIALIZATIONS_QUERY = """
 query Latest($keys: [AssetKeyInput!]) {
   assetNodes(assetKeys: $keys) {
@@ -288,13 +296,20 @@ def run_errors(ui: DagsterUI, run_id: str) -> str:
 
 def test_ui_materializes_a_cheap_selection(dagster_ui):
     ui = dagster_ui
+    # as the UI's Materialize button does: the checks run in their asset's step
+    # (REQUIRES_MATERIALIZATION) are launched with it
+    nodes = ui.gql(CHECKS_QUERY, {"keys": [{"path": p} for p in CHEAP_SELECTION]})["assetNodes"]
+    checks = [{"assetKey": {"path": n["assetKey"]["path"]}, "name": c["name"]} for n in nodes
+              for c in n["assetChecksOrError"]["checks"]
+              if c["canExecuteIndividually"] == "REQUIRES_MATERIALIZATION"]
+    assert [c["name"] for c in checks] == ["clinical_tables_expectations"]
     params = {
         "selector": {
             "repositoryLocationName": ui.location,
             "repositoryName": "__repository__",
             "jobName": "__ASSET_JOB",
             "assetSelection": [{"path": p} for p in CHEAP_SELECTION],
-            "assetCheckSelection": [],
+            "assetCheckSelection": checks,
         },
         # one process: the default multiprocess executor imports the code once more per step
         "runConfigData": {"execution": {"config": {"in_process": {}}}},
