@@ -88,15 +88,17 @@ class ForkedExecutor(dg.Executor):
 def freeze_long_lived_objects() -> None:
     """Move what the process holds now into the cyclic collector's permanent generation.
 
-    A run's process (the CLI's, or the run worker Dagster starts for one run) holds some 250k
-    objects of imports and definitions when the run starts, all alive until it exits. Python's
-    cyclic collector rescans them at every full collection and again while the interpreter
-    shuts down; frozen (``gc.freeze``), it skips them. Through the CLI with nothing changed
-    (benchmarks/pipeline.py, 7.5k ECGs, 2 cores, fresh instance per try, 2026-12-06): 3.0 s
-    without, 2.55 s with, most of the difference in the interpreter's exit. The young
-    generations are collected first (``gc.collect(1)``, milliseconds), so little garbage is
-    frozen with them; what is frozen is never collected, which a process that runs one run and
-    exits never notices (a test session running many keeps a little more memory).
+    Called when the code location loads (``definitions.py``), when a run starts
+    (``RunExecutor``) and in the fork server after its preload. A run's process (the CLI's, or
+    the run worker Dagster starts for one run) holds some 250k objects of imports and
+    definitions when the run starts, all alive until it exits. Python's cyclic collector
+    rescans them at every full collection and again while the interpreter shuts down; frozen
+    (``gc.freeze``), it skips them. Through the CLI with nothing changed (benchmarks/pipeline.py,
+    7.5k ECGs, 2 cores, fresh instance per try, 2026-12-06): 3.0 s without, 2.55 s with, most
+    of the difference in the interpreter's exit. The young generations are collected first
+    (``gc.collect(1)``, milliseconds), so little garbage is frozen with them; what is frozen is
+    never collected, which a process that runs one run and exits never notices (a test session
+    running many keeps a little more memory).
     """
     gc.collect(1)
     gc.freeze()
