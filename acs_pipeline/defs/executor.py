@@ -16,7 +16,8 @@ polars, pyarrow and the code location and builds the definitions again (3-6 s pe
 ``preload_modules`` and ``_forkserver`` (which builds the definitions once in the server) a
 forked step starts in well under a second. ``in_process`` and ``multiprocess`` stay available by
 config (``make demo`` passes ``in_process``); any ``start_method`` given in config wins over the
-forkserver default.
+forkserver default. Whatever the mode, a run first freezes its process's long-lived objects for
+Python's collector (``freeze_long_lived_objects``).
 """
 
 import gc
