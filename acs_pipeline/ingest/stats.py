@@ -5,7 +5,7 @@ systemic, and a check's result remembered by the version of what it checked (no 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -161,14 +161,15 @@ def view_stats(storage: Storage, view: str, prefix: str = "tensors"
     return combine_stats(parts), read
 
 
-def remembered(storage: Storage, rel: str, version: str, compute: Callable[[], dict]
-               ) -> tuple[dict, bool]:
+def remembered(storage: Storage, rel: str, version: str, compute: Callable[[], dict],
+               outputs: Sequence[str] = ()) -> tuple[dict, bool]:
     """``compute()`` (a JSON-ready result), or the result recorded in ``rel`` for the same
     ``version`` of what it checks. Returns the result and whether it was reused; a new result
-    replaces the record (a missing or unreadable record is recomputed)."""
+    replaces the record (a missing or unreadable record is recomputed). ``outputs``: the files
+    ``compute`` writes; a record is reused only while they all exist (else computed again)."""
     try:
         doc = json.loads(storage.read_bytes(rel))
-        if doc.get("version") == version:
+        if doc.get("version") == version and all(storage.exists(o) for o in outputs):
             return doc["result"], True
     except (FileNotFoundError, ValueError, KeyError, AttributeError):
         pass

@@ -61,27 +61,25 @@ REASONS = dg.AssetCheckSpec(
     "never blocks what the quarantine exists for).")
 
 TABLES_RECORD = "checks/tables/clinical_tables_source.json"  # what the last parse produced
+TABLE_OUTPUTS = (*(CLINICAL.format(name=name) for name in tables.TABLES), TABLE_REJECTS)
 TABLES_CODE_VERSION = "2"  # bump when parsing changes: it also keys TABLES_RECORD
 
 
 def _parse_tables(context: dg.AssetExecutionContext, read, st: Storage) -> dict:
-    """Parse the four tables through ``read``, write them and their rejects; a JSON-ready
-    record of what was written (metadata, data version, outputs)."""
+    """Parse the four tables through ``read``, write them and their rejects (``TABLE_OUTPUTS``);
+    a JSON-ready record of what was written (metadata, data version)."""
     try:
         parsed, rejects = tables.read_tables(read)
     except tables.TableError as exc:
         raise _structural(exc) from exc
     meta: dict = {}
-    outputs = []
     digest = hashlib.sha256()
     for name, df in parsed.items():
         w = frames.write_parquet(st, CLINICAL.format(name=name), df)
         meta[f"{name}_rows"] = w.rows
         meta[f"{name}_uri"] = w.uri
-        outputs.append(CLINICAL.format(name=name))
         digest.update(w.sha256.encode())
     w = frames.write_parquet(st, TABLE_REJECTS, rejects)
-    outputs.append(TABLE_REJECTS)
     if len(rejects):  # a clean export keeps the version it had before rows were quarantined
         digest.update(w.sha256.encode())
     meta["rows_quarantined"] = len(rejects)
@@ -90,7 +88,7 @@ def _parse_tables(context: dg.AssetExecutionContext, read, st: Storage) -> dict:
             f"{n} {r}" for r, n in rejects.group_by("reason").len().sort("reason").iter_rows()))
     meta["duplicate_keys"] = tables.key_problems(parsed)
     meta["dagster/row_count"] = sum(len(df) for df in parsed.values())
-    return {"metadata": meta, "data_version": digest.hexdigest()[:16], "outputs": outputs}
+    return {"metadata": meta, "data_version": digest.hexdigest()[:16]}
 
 
 @dg.asset(group_name="raw", kinds={"polars", "parquet"}, code_version=TABLES_CODE_VERSION,
@@ -122,12 +120,9 @@ def clinical_tables(context: dg.AssetExecutionContext, raw: RawDataResource,
     version = source_version.hexdigest()
     if len(blobs) < len(tables.TABLES):  # a table is missing: read_tables fails naming it
         found, reused = _parse_tables(context, read, st), False
-    else:
+    else:  # outputs gone from storage: parsed again
         found, reused = remembered(st, TABLES_RECORD, version,
-                                   lambda: _parse_tables(context, read, st))
-    if reused and not all(st.exists(rel) for rel in found["outputs"]):
-        # the outputs went missing: parse again (the same bytes: the record stays true)
-        found, reused = _parse_tables(context, read, st), False
+                                   lambda: _parse_tables(context, read, st), TABLE_OUTPUTS)
     meta = {k: dg.MetadataValue.path(v) if k.endswith("_uri") else v
             for k, v in found["metadata"].items()}
     meta["duplicate_keys"] = dg.MetadataValue.json(found["metadata"]["duplicate_keys"])
@@ -205,10 +200,8 @@ def cohort(context: dg.AssetExecutionContext, storage: StorageResource,
     source = hashlib.sha256(f"cohort-{COHORT_CODE_VERSION}-seed-{settings.seed}".encode())
     for rel in (MANIFEST, *(CLINICAL.format(name=name) for name in tables.TABLES)):
         source.update(hashlib.sha256(st.read_bytes(rel)).digest())
-    found, reused = remembered(st, COHORT_RECORD, source.hexdigest(),
-                               lambda: _build_cohort(st, settings.seed))
-    if reused and not (st.exists(COHORT) and st.exists(COHORT_REJECTS)):
-        found, reused = _build_cohort(st, settings.seed), False  # the outputs went missing
+    found, reused = remembered(st, COHORT_RECORD, source.hexdigest(),  # outputs gone: built
+                               lambda: _build_cohort(st, settings.seed), (COHORT, COHORT_REJECTS))
     w = frames.Written(**found["written"])
     leaks = found["split_leaks"]
     return dg.MaterializeResult(

@@ -17,7 +17,7 @@ from acs_pipeline.defs.common import (
     transient_only,
 )
 from acs_pipeline.defs.resources import RawDataResource, StorageResource
-from acs_pipeline.ingest.read import view_rows, view_version
+from acs_pipeline.ingest.read import view_rows
 from acs_pipeline.ingest.stats import remembered, systemic_rejections, view_stats
 from acs_pipeline.ingest.transform import VIEWS, rejects_frame
 from acs_pipeline.ingest.views import (
@@ -121,7 +121,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
                                                             prefix, rej.uri, steps),
                             data_version=dg.DataVersion(report.data_version))
         # the view's checks, in this step (what they read is what was just written)
-        version = _checked_version(st, view, prefix, manifest_rel)
+        version = _checked_version(st, report.data_version, rej.sha256, manifest_rel)
         yield _tensor_check(st, view, prefix, manifest_rel, version)
         yield _accounting_check(st, manifest_rel, view, prefix, version)
 
@@ -131,13 +131,14 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 TENSOR_CHECK_VERSION = "1"  # bump when what the view's checks check changes: results recomputed
 
 
-def _checked_version(storage: Storage, view: str, prefix: str, manifest_rel: str) -> str:
-    """What the view's checks' results depend on: the view's content (its index), its
-    rejections, the manifest (for systemic rejections and the count listed) and the checks."""
-    h = hashlib.sha256(f"{TENSOR_CHECK_VERSION}\n{view_version(storage, view, prefix)}\n"
-                       .encode())
-    for rel in (f"{prefix}/{view}/_rejects.parquet", manifest_rel):
-        h.update(hashlib.sha256(storage.read_bytes(rel)).digest())
+def _checked_version(storage: Storage, view_version: str, rejects_sha256: str,
+                     manifest_rel: str) -> str:
+    """What the view's checks' results depend on: the view's content (its index's version), its
+    rejections (the SHA-256 of the file just written), the manifest (for systemic rejections
+    and the count listed) and the checks."""
+    h = hashlib.sha256(f"{TENSOR_CHECK_VERSION}\n{view_version}\n".encode())
+    h.update(bytes.fromhex(rejects_sha256))
+    h.update(hashlib.sha256(storage.read_bytes(manifest_rel)).digest())
     return h.hexdigest()[:16]
 
 
