@@ -26,6 +26,11 @@ def _update_steps(result: dg.ExecuteInProcessResult) -> list[str]:
                    if e.is_step_success and "ecg_3by4_update" in (e.step_key or "")})
 
 
+def _plan_said(instance: dg.DagsterInstance, result: dg.ExecuteInProcessResult) -> list[str]:
+    return [e.user_message for e in instance.all_logs(result.run_id)
+            if e.step_key == "ecg_3by4.ecg_3by4_plan" and not e.is_dagster_event]
+
+
 def _data_version(instance: dg.DagsterInstance) -> str:
     event = instance.get_latest_materialization_event(dg.AssetKey("ecg_3by4"))
     return event.asset_materialization.tags["dagster/data_version"]
@@ -61,9 +66,14 @@ def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path)
         version = _data_version(instance)
         assert version == one.data_version
 
-        # Nothing changed: no update step runs, the index and the data version stay.
+        # Nothing changed: no update step runs, the index and the data version stay, and the
+        # plan step saw that from the index and one listing (no shard record read).
         again = _materialize(env, instance)
         assert _update_steps(again) == []
+        assert _plan_said(instance, first) == ["ecg_3by4: 3 of 3 shards to update, in 3 step(s)"]
+        assert _plan_said(instance, again) == [
+            "ecg_3by4: no shard to update (the index was written from these manifest files and "
+            "shard files)"]
         meta = again.asset_materializations_for_node("ecg_3by4")[-1].metadata
         assert meta["shards_computed"].value == 0 and meta["shards_reused"].value == 3
         assert _data_version(instance) == version

@@ -1,6 +1,7 @@
 """Sharded incremental ingest of a view, local and against a real S3 server on loopback."""
 
 import json
+import os
 
 import numpy as np
 import polars as pl
@@ -8,7 +9,13 @@ import pytest
 
 from acs_pipeline.ingest.manifest import IngestError, build_manifest
 from acs_pipeline.ingest.read import load_view
-from acs_pipeline.ingest.views import finish_view, ingest_view, survey_view, update_shards
+from acs_pipeline.ingest.views import (
+    finish_view,
+    ingest_view,
+    survey_view,
+    update_shards,
+    view_is_current,
+)
 from acs_pipeline.io.objects import StorageAccessError, TransientStorageError
 from acs_pipeline.io.storage import Storage
 from acs_pipeline_tests.ingest.raw_tree import beat_train, npz_bytes, run, write_tree
@@ -88,6 +95,51 @@ def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
     assert calls.count("GetObject") == 1 + 3
     assert calls.count("HeadObject") == 1  # the index, not one per part
     assert pl.DataFrame(rep.rejects).height == 4
+    # the plan step's check: the index and one listing, no shard record
+    calls.clear()
+    assert view_is_current(st, manifest, "ecg_3by4", code_version="t1")
+    assert (calls.count("GetObject"), calls.count("ListObjectsV2")) == (1, 1)
+
+
+def test_an_index_written_from_the_same_inputs_means_no_shard_is_stale(tmp_path):
+    """`view_is_current` (the plan step's shortcut) holds only while the manifest's files, the
+    code version, the shard digits and every file under the shard folders are as indexed."""
+    write_tree(tmp_path / "raw")
+    source, storage = Storage(str(tmp_path / "raw")), Storage(str(tmp_path / "store"))
+    manifest, _ = build_manifest(source)
+
+    def current(m: pl.DataFrame = manifest, **kw) -> bool:
+        kw = {"code_version": "t1", **kw}
+        return view_is_current(storage, m, "ecg_3by4", **kw)
+
+    def ingest(**kw):
+        return ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1", **kw)
+
+    assert not current()  # no index yet
+    ingest()
+    assert current()
+    assert survey_view(storage, manifest, "ecg_3by4", code_version="t1").stale() == []
+    assert not current(code_version="t2") and not current(shard_digits=1)
+    key = manifest.filter(pl.col("status") == "ok")["key"][0]
+    other = manifest.with_columns(sha256=pl.when(pl.col("key") == key).then(pl.lit("0" * 64))
+                                  .otherwise("sha256"))
+    assert not current(other)
+    assert not current(manifest.filter(pl.col("key") != key))
+    # a shard file rewritten, removed or added: not current until an ingest has looked
+    part = sorted((tmp_path / "store/tensors/ecg_3by4").rglob("part-*.parquet"))[0]
+    stat = part.stat()
+    os.utime(part, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1))
+    assert not current()
+    assert ingest().shards_computed == 0 and current()
+    part.unlink()
+    assert not current()
+    assert ingest().shards_computed == 1 and current()
+    (part.parent / "stray.txt").write_text("x")
+    assert not current()
+    assert ingest().shards_computed == 0 and current()
+    # an ingest that wrote and deleted files (the shards of another digit count) lists again
+    assert ingest(shard_digits=1).shards_removed == 3
+    assert current(shard_digits=1) and not current()
 
 
 def test_one_digit_shards_group_folders_and_switching_rebuilds(tmp_path):

@@ -26,6 +26,7 @@ from acs_pipeline.ingest.views import (
     finish_view,
     survey_view,
     update_shards,
+    view_is_current,
 )
 from acs_pipeline.io import frames
 from acs_pipeline.io.storage import Storage
@@ -75,6 +76,11 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     @transient_only
     def plan(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource):
         _, st, manifest = inputs(raw, storage)
+        if view_is_current(st, manifest, view, code_version=INGEST_CODE_VERSION, prefix=prefix,
+                           shard_digits=raw.shard_digits):
+            context.log.info(f"{view}: no shard to update (the index was written from these "
+                             "manifest files and shard files)")
+            return
         state = survey(st, manifest, raw)
         groups = state.chunks(raw.workers(), raw.ingest_step_files)
         context.log.info(f"{view}: {sum(map(len, groups))} of {len(state.shards)} shards to "
