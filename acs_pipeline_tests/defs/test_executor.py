@@ -140,7 +140,8 @@ def _check_metadata(instance: dg.DagsterInstance, asset: str, check: str) -> dic
 
 
 def test_the_cli_runs_ingest_in_process_or_forked_and_unchanged_checks_reuse(tiny_cohort,
-                                                                            tmp_path):
+                                                                            tmp_path,
+                                                                            monkeypatch):
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text((REPO / "dagster.local.yaml").read_text())
@@ -153,7 +154,8 @@ def test_the_cli_runs_ingest_in_process_or_forked_and_unchanged_checks_reuse(tin
     again = _cli(env, select, "--config-json", json.dumps(forked))
     assert again.returncode == 0, again.stderr[-3000:]
     assert "multiprocess executor" in again.stdout + again.stderr
-    with dg.DagsterInstance.from_config(str(home)) as instance:
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # the instance as the CLI opened it
+    with dg.DagsterInstance.get() as instance:
         runs = instance.get_runs()  # newest first
         assert len(runs) == 2 and all(r.is_success for r in runs)
         for run, own_process in zip(runs, (True, False), strict=True):

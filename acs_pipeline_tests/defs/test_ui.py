@@ -37,6 +37,7 @@ START_TIMEOUT_S = 150
 RUN_TIMEOUT_S = 120
 STOP_GRACE_S = 10
 CHEAP_SELECTION = (["ecg_manifest"], ["clinical_tables"])
+REPO = Path(__file__).resolve().parents[2]
 REPO_COPY = Path(__file__).parents[1] / "artifacts"
 WINDOW = (1600, 1000)
 CHROMIUM_FLAGS = [
@@ -233,7 +234,8 @@ def dagster_ui(tiny_cohort, tmp_path_factory) -> Iterator[DagsterUI]:
     home, storage, artifacts = root / "dagster_home", root / "storage", root / "artifacts"
     for d in (home, storage, artifacts):
         d.mkdir()
-    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    # the instance `make dev` sets up (its event log: acs_pipeline/deploy/sqlite_events.py)
+    (home / "dagster.yaml").write_text((REPO / "dagster.local.yaml").read_text())
     port = free_port()
     env = clean_env({**env_for(tiny_cohort, storage), "DAGSTER_HOME": str(home)})
     log = artifacts / "dagster-dev.log"
