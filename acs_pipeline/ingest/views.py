@@ -146,9 +146,7 @@ def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_ver
         raise ValueError(f"shard_digits must be 1 or 2, got {shard_digits!r}")
     base = f"{prefix}/{view}"
     old = _read_index(storage, base)
-    rejects = [{"ecg_id": r["ecg_id"], "key": r["key"], "stage": "manifest",
-                "reason": r["status"], "detail": r["detail"]}
-               for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True)]
+    rejects = _manifest_rejects(manifest)
     wanted = _wanted(manifest, shard_digits)
     if shards is not None:
         wanted = {s: wanted[s] for s in shards if s in wanted}
@@ -176,6 +174,12 @@ def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_ver
 def _read_index(storage: Storage, base: str) -> dict:
     index_path = f"{base}/_index.json"
     return json.loads(storage.read_bytes(index_path)) if storage.exists(index_path) else {}
+
+
+def _manifest_rejects(manifest: pl.DataFrame) -> list[dict]:
+    return [{"ecg_id": r["ecg_id"], "key": r["key"], "stage": "manifest",
+             "reason": r["status"], "detail": r["detail"]}
+            for r in manifest.filter(pl.col("status") != "ok").iter_rows(named=True)]
 
 
 def _wanted(manifest: pl.DataFrame, shard_digits: int) -> dict[str, tuple[dict, dict]]:
@@ -214,11 +218,50 @@ def view_is_current(storage: Storage, manifest: pl.DataFrame, view: str, *,
     stale: one read and one listing, where `survey_view` reads every shard's record too (on S3
     a GET each). False whenever anything differs, or the index records no digest."""
     base = f"{prefix}/{view}"
-    recorded = _read_index(storage, base).get("inputs")
+    return _written_from(storage, _read_index(storage, base), manifest, base, code_version,
+                         shard_digits)
+
+
+def _written_from(storage: Storage, index: dict, manifest: pl.DataFrame, base: str,
+                  code_version: str, shard_digits: int) -> bool:
+    recorded = index.get("inputs")
     if not recorded:
         return False
     etags = _shard_etags(storage.list_objects(f"{base}/shard="), base)
     return recorded == inputs_digest(code_version, _wanted(manifest, shard_digits), etags)
+
+
+def current_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_version: str,
+                 prefix: str = "tensors", shard_digits: int = 2,
+                 workers: int = 1) -> IngestReport | None:
+    """`finish_view`'s report for a view whose index was written from exactly these inputs
+    (`view_is_current`), made from the index and the manifest alone (no shard record read, the
+    index left as it is); None when the inputs differ (then survey, update and finish)."""
+    base = f"{prefix}/{view}"
+    index = _read_index(storage, base)
+    if not _written_from(storage, index, manifest, base, code_version, shard_digits):
+        return None
+    if any("rejects" not in p for parts in index["shards"].values() for p in parts):
+        return None  # written before the index listed each part's rejections
+    report = IngestReport(view=view, index_path=storage.uri(f"{base}/_index.json"),
+                          workers=workers, rejects=_manifest_rejects(manifest))
+    return _tally(report, index)
+
+
+def _tally(report: IngestReport, index: dict) -> IngestReport:
+    """``report`` with the totals of the ``index`` it describes (parts, rows, bytes, rejects,
+    shards reused, the data version)."""
+    for shard in sorted(index["shards"]):
+        for part in index["shards"][shard]:
+            report.parts += 1
+            report.rows += part["rows"]
+            report.bytes += part["bytes"]
+            report.rejects.extend(part["rejects"])
+    report.shards_total = len(index["shards"])
+    report.shards_reused = report.shards_total - report.shards_computed
+    report.rejected = len(report.rejects)
+    report.data_version = index_version(index)
+    return report
 
 
 def update_shards(state: ViewState, source: Storage, storage: Storage,
@@ -280,7 +323,8 @@ def finish_view(state: ViewState, storage: Storage, counts: UpdateCounts | None 
     shards = state.shards
     index = {"format": INDEX_FORMAT, "view": state.view, "code_version": state.code_version,
              "shards": {s: [{"path": p.path, "rows": p.rows, "bytes": p.bytes,
-                             "sha256": p.sha256, "stats": p.stats}  # stats: not in the version
+                             "sha256": p.sha256, "stats": p.stats,  # not in the version
+                             "rejects": p.rejects}
                             for p in state.parts[s]] for s in shards}}
     etags = state.etags
     if deleted or etags is None:  # the survey's listing is out of date: list again
@@ -288,16 +332,7 @@ def finish_view(state: ViewState, storage: Storage, counts: UpdateCounts | None 
     index["inputs"] = inputs_digest(state.code_version, state.wanted, etags)
     if index != old:  # a no-change run leaves the index (and its timestamp) alone
         storage.write_bytes(index_path, json.dumps(index, indent=1).encode())
-    for s in shards:
-        for p in state.parts[s]:
-            report.parts += 1
-            report.rows += p.rows
-            report.bytes += p.bytes
-            report.rejects.extend(p.rejects)
-    report.shards_total = len(shards)
-    report.shards_reused = len(shards) - counts.shards_computed
-    report.rejected = len(report.rejects)
-    report.data_version = index_version(index)
+    _tally(report, index)
     if started is not None:
         report.seconds = time.perf_counter() - started
     return report

@@ -5,6 +5,7 @@ import pytest
 
 from acs_pipeline.definitions import defs
 from acs_pipeline.defs.common import MANIFEST
+from acs_pipeline.defs.ingest import tensors
 from acs_pipeline.defs.ingest.tensors import INGEST_CODE_VERSION
 from acs_pipeline.defs.resources import resources_from_env
 from acs_pipeline.ingest import shards
@@ -45,7 +46,11 @@ def tiny_raw(tmp_path_factory):
     return root
 
 
-def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path):
+def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path, monkeypatch):
+    surveys: list[str] = []
+    survey = tensors.survey_view
+    monkeypatch.setattr(tensors, "survey_view",
+                        lambda *a, **kw: surveys.append(a[2]) or survey(*a, **kw))
     env = env_for(tiny_raw, tmp_path / "storage", ACS_INGEST_WORKERS="3",
                   ACS_INGEST_STEP_FILES="1", ACS_INGEST_SHARD_DIGITS="2")
     with dg.instance_for_test() as instance:
@@ -67,8 +72,10 @@ def test_stale_shards_update_in_parallel_steps_like_one_call(tiny_raw, tmp_path)
         assert version == one.data_version
 
         # Nothing changed: no update step runs, the index and the data version stay, and the
-        # plan step saw that from the index and one listing (no shard record read).
+        # plan and index steps saw that from the index and one listing (no shard record read).
+        surveys.clear()
         again = _materialize(env, instance)
+        assert surveys == []
         assert _update_steps(again) == []
         assert _plan_said(instance, first) == ["ecg_3by4: 3 of 3 shards to update, in 3 step(s)"]
         assert _plan_said(instance, again) == [

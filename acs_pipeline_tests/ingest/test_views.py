@@ -2,6 +2,7 @@
 
 import json
 import os
+from dataclasses import asdict
 
 import numpy as np
 import polars as pl
@@ -10,6 +11,7 @@ import pytest
 from acs_pipeline.ingest.manifest import IngestError, build_manifest
 from acs_pipeline.ingest.read import load_view
 from acs_pipeline.ingest.views import (
+    current_view,
     finish_view,
     ingest_view,
     survey_view,
@@ -95,9 +97,14 @@ def test_s3_source_and_storage_match_local(tmp_path, s3_server, s3_bucket):
     assert calls.count("GetObject") == 1 + 3
     assert calls.count("HeadObject") == 1  # the index, not one per part
     assert pl.DataFrame(rep.rejects).height == 4
-    # the plan step's check: the index and one listing, no shard record
+    # the plan and index steps' shortcut: the index and one listing, no shard record
     calls.clear()
     assert view_is_current(st, manifest, "ecg_3by4", code_version="t1")
+    assert (calls.count("GetObject"), calls.count("ListObjectsV2")) == (1, 1)
+    calls.clear()
+    report = current_view(st, manifest, "ecg_3by4", code_version="t1")
+    assert report is not None and report.data_version == rep.data_version
+    assert sorted(set(calls)) == ["GetObject", "HeadObject", "ListObjectsV2"]
     assert (calls.count("GetObject"), calls.count("ListObjectsV2")) == (1, 1)
 
 
@@ -116,9 +123,26 @@ def test_an_index_written_from_the_same_inputs_means_no_shard_is_stale(tmp_path)
         return ingest_view(source, storage, manifest, "ecg_3by4", code_version="t1", **kw)
 
     assert not current()  # no index yet
-    ingest()
+    first = ingest()
     assert current()
-    assert survey_view(storage, manifest, "ecg_3by4", code_version="t1").stale() == []
+    state = survey_view(storage, manifest, "ecg_3by4", code_version="t1")
+    assert state.stale() == []
+    # the report made from the index alone is the one finishing a fresh survey gives
+    shortcut = current_view(storage, manifest, "ecg_3by4", code_version="t1")
+    assert shortcut is not None and asdict(shortcut) == asdict(finish_view(state, storage))
+    assert (shortcut.shards_reused, shortcut.rows, shortcut.data_version) == (
+        3, first.rows, first.data_version)
+    assert shortcut.rejects == first.rejects and shortcut.rejected == 4
+    # an index written before it listed each part's rejections: survey instead
+    index_file = tmp_path / "store/tensors/ecg_3by4/_index.json"
+    written = index_file.read_text()
+    older = json.loads(written)
+    for parts in older["shards"].values():
+        for part in parts:
+            del part["rejects"]
+    index_file.write_text(json.dumps(older))
+    assert current() and current_view(storage, manifest, "ecg_3by4", code_version="t1") is None
+    index_file.write_text(written)
     assert not current(code_version="t2") and not current(shard_digits=1)
     key = manifest.filter(pl.col("status") == "ok")["key"][0]
     other = manifest.with_columns(sha256=pl.when(pl.col("key") == key).then(pl.lit("0" * 64))

@@ -23,6 +23,7 @@ from acs_pipeline.ingest.transform import VIEWS, rejects_frame
 from acs_pipeline.ingest.views import (
     IngestReport,
     UpdateCounts,
+    current_view,
     finish_view,
     survey_view,
     update_shards,
@@ -114,7 +115,12 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
             counts = counts.add(UpdateCounts(step["shards_computed"],
                                              step["ecgs_computed"],
                                              step["rows_carried"]))
-        report = finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
+        report = None
+        if not steps:  # nothing updated: the index alone may show the view is as it was
+            report = current_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
+                                  prefix=prefix, shard_digits=raw.shard_digits, workers=0)
+        if report is None:
+            report = finish_view(survey(st, manifest, raw), st, counts, workers=len(steps))
         rej = frames.write_parquet(st, f"{prefix}/{view}/_rejects.parquet",
                                    rejects_frame(report.rejects))
         context.log.info(f"{view}: {report.shards_computed} shards updated "
