@@ -15,7 +15,6 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Collection, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, astuple, dataclass, field
 
 import polars as pl
@@ -162,9 +161,8 @@ def survey_view(storage: Storage, manifest: pl.DataFrame, view: str, *, code_ver
     def state(shard: str) -> list[Part]:
         return read_shard_state(storage, base, shard, view, code_version, present)
 
-    if storage.is_s3:  # a GET per shard: several in flight
-        with ThreadPoolExecutor(max_workers=8) as pool:
-            parts = dict(zip(names, pool.map(state, names), strict=True))
+    if storage.is_s3:  # a GET per shard: several in flight, on the storage's reader threads
+        parts = dict(zip(names, storage.pool.map(state, names), strict=True))
     else:  # local reads are cheaper than handing them to threads (256 shards: 35 ms, not 66)
         parts = {shard: state(shard) for shard in names}
     return ViewState(view, code_version, base, wanted, parts, by_shard, old, rejects,

@@ -1,6 +1,7 @@
 """The graph-backed tensor assets (plan -> parallel shard updates -> index) and their checks."""
 
 import hashlib
+import io
 import time
 import warnings
 from dataclasses import asdict
@@ -66,7 +67,8 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
             raise dg.Failure("no holdout root configured (ACS_HOLDOUT_URI)",
                              allow_retries=False)
         st = storage.get()
-        return source, st, frames.read_parquet(st, manifest_rel)
+        data = st.read_bytes(manifest_rel)  # once: the index step also hashes it
+        return source, st, pl.read_parquet(io.BytesIO(data)), hashlib.sha256(data).digest()
 
     def survey(st: Storage, manifest: pl.DataFrame, raw: RawDataResource, **kwargs):
         return survey_view(st, manifest, view, code_version=INGEST_CODE_VERSION,
@@ -76,7 +78,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
            out=dg.DynamicOut(list, io_manager_key="step_values"), retry_policy=RETRY_IO)
     @transient_only
     def plan(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource):
-        _, st, manifest = inputs(raw, storage)
+        _, st, manifest, _ = inputs(raw, storage)
         if view_is_current(st, manifest, view, code_version=INGEST_CODE_VERSION, prefix=prefix,
                            shard_digits=raw.shard_digits):
             context.log.info(f"{view}: no shard to update (the index was written from these "
@@ -95,7 +97,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     def update(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
                shards: list) -> dict:
         t0 = time.perf_counter()
-        source, st, manifest = inputs(raw, storage)
+        source, st, manifest, _ = inputs(raw, storage)
         state = survey(st, manifest, raw, shards=shards)
         counts = update_shards(state, source, st, shards)
         seconds = time.perf_counter() - t0
@@ -109,7 +111,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
     @transient_only
     def index(context: dg.OpExecutionContext, raw: RawDataResource, storage: StorageResource,
               steps: list):
-        _, st, manifest = inputs(raw, storage)
+        _, st, manifest, manifest_sha256 = inputs(raw, storage)
         counts = UpdateCounts()
         for step in steps:
             counts = counts.add(UpdateCounts(step["shards_computed"],
@@ -133,7 +135,7 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
                                                             prefix, rej.uri, steps),
                             data_version=dg.DataVersion(report.data_version))
         # the view's checks, in this step (what they read is what was just written)
-        version = _checked_version(st, report.data_version, rej.sha256, manifest_rel)
+        version = _checked_version(report.data_version, rej.sha256, manifest_sha256)
         yield _tensor_check(st, view, prefix, manifest_rel, version)
         yield _accounting_check(st, manifest_rel, view, prefix, version)
 
@@ -143,14 +145,13 @@ def _view_graph(name: str, view: str, manifest_rel: str, prefix: str, holdout: b
 TENSOR_CHECK_VERSION = "1"  # bump when what the view's checks check changes: results recomputed
 
 
-def _checked_version(storage: Storage, view_version: str, rejects_sha256: str,
-                     manifest_rel: str) -> str:
+def _checked_version(view_version: str, rejects_sha256: str, manifest_sha256: bytes) -> str:
     """What the view's checks' results depend on: the view's content (its index's version), its
-    rejections (the SHA-256 of the file just written), the manifest (for systemic rejections
-    and the count listed) and the checks."""
+    rejections (the SHA-256 of the file just written), the manifest (its SHA-256: for systemic
+    rejections and the count listed) and the checks."""
     h = hashlib.sha256(f"{TENSOR_CHECK_VERSION}\n{view_version}\n".encode())
     h.update(bytes.fromhex(rejects_sha256))
-    h.update(hashlib.sha256(storage.read_bytes(manifest_rel)).digest())
+    h.update(manifest_sha256)
     return h.hexdigest()[:16]
 
 
